@@ -1,0 +1,223 @@
+"""Port keras.applications ResNet50/101/152 weights into this package's bias-free ResNets.
+
+keras.applications convolutions carry a bias right before a BatchNorm. In inference mode
+
+    BN(Wx + b) = gamma * (Wx + b - mean) / sqrt(var + eps) + beta,
+
+so the bias folds exactly into the moving mean: BN with mean `mean - b` applied to `Wx` gives
+the same output (Ioffe & Szegedy 2015, "Batch Normalization", arXiv:1502.03167, Sec. 3.2,
+why the bias is redundant). In training mode BatchNorm uses batch statistics, which subtract
+any constant per channel, so the bias never mattered there either.
+"""
+
+import os
+import re
+
+import h5py
+import keras
+import numpy as np
+
+# Bottleneck blocks per stage (conv2..conv5) of the keras.applications ResNets with v1 weights.
+KERAS_RESNETS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+
+_BLOCK_CONV = re.compile(r"^conv(\d+)_block(\d+)_(\d)_conv$")
+
+
+def _layout(names):
+    """`(block type, blocks per stage)`, read from layer names like `conv3_block4_1_conv`."""
+    blocks, convs = {}, 0
+    for name in names:
+        match = _BLOCK_CONV.match(name)
+        if match:
+            stage, index, conv = map(int, match.groups())
+            blocks[stage] = max(blocks.get(stage, 0), index)
+            convs = max(convs, conv)
+    kind = "bottleneck" if convs == 3 else "basic"
+    return kind, tuple(blocks[stage] for stage in sorted(blocks))
+
+
+def _describe(layout):
+    kind, counts = layout
+    depth = KERAS_RESNETS.get(counts) if kind == "bottleneck" else None
+    return f"{kind} blocks per stage {counts}" + (f" (ResNet-{depth})" if depth else "")
+
+
+def _file_layout(path):
+    """`(layout, has top)` of a keras.applications weights file, as `_layout` describes it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No weights file at {path!r}.")
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"`source` is not an HDF5 weights file. Received: source={path!r}")
+    with h5py.File(path, "r") as file:
+        if "layer_names" not in file.attrs and "model_weights" in file:
+            file = file["model_weights"]  # a whole legacy model saved with `model.save`
+        if "layer_names" in file.attrs:
+            # Legacy format of the ImageNet downloads: groups named after the layers.
+            names = [
+                n.decode() if isinstance(n, bytes) else str(n) for n in file.attrs["layer_names"]
+            ]
+            return _layout(names), "predictions" in names
+        if "layers" in file:
+            # Keras 3 `.weights.h5`: groups are named by layer class (`conv2d_17`), so count.
+            keys = list(file["layers"])
+            convs = sum(key.startswith("conv2d") for key in keys)
+            has_top = any(key.startswith("dense") for key in keys)
+            for counts in KERAS_RESNETS:
+                # stem + 3 per block + one projection per stage
+                if convs == 1 + 3 * sum(counts) + len(counts):
+                    return ("bottleneck", counts), has_top
+            return ("unknown", f"({convs} convolutions)"), has_top
+    raise ValueError(f"`source` is not a Keras weights file. Received: source={path!r}")
+
+
+def _source_from_file(path, target):
+    """Builds the keras.applications ResNet that `target` mirrors and loads `path` into it."""
+    layout = _layout(layer.name for layer in target.layers)
+    kind, counts = layout
+    if kind != "bottleneck" or counts not in KERAS_RESNETS:
+        raise ValueError(
+            "`target` must be a ResNet-50, -101 or -152 of this package; it has "
+            f"{_describe(layout)}. Received: target={target.name!r}"
+        )
+    include_top = _has_top(target)
+    file_layout, file_top = _file_layout(path)
+    if file_layout != layout or file_top != include_top:
+        raise ValueError(
+            f"The weights file does not match the target: file has {_describe(file_layout)}, "
+            f"top={file_top}; target has {_describe(layout)}, top={include_top}. "
+            f"Received: source={path!r}"
+        )
+    builder = getattr(keras.applications, f"ResNet{KERAS_RESNETS[counts]}")
+    if include_top:
+        # Weights do not depend on the image size; keras.applications wants 224 with a top.
+        units = target.get_layer("predictions").units
+        source = builder(weights=None, include_top=True, classes=units)
+    else:
+        source = builder(weights=None, include_top=False, input_shape=(None, None, 3))
+    source.load_weights(path)
+    return source
+
+
+def _has_top(model):
+    return any(layer.name == "predictions" for layer in model.layers)
+
+
+def _weighted_layers(model):
+    return {layer.name: layer for layer in model.layers if layer.weights}
+
+
+def _check_same(what, name, source_value, target_value):
+    if source_value != target_value:
+        raise ValueError(
+            f"Layer `{name}` differs in {what}: source has {source_value}, target has "
+            f"{target_value}."
+        )
+
+
+def _plan(source, target):
+    """Pairs every target variable with its value; raises before anything is assigned."""
+    source_layout = _layout(layer.name for layer in source.layers)
+    target_layout = _layout(layer.name for layer in target.layers)
+    if source_layout != target_layout:
+        raise ValueError(
+            f"Source and target differ in depth: source has {_describe(source_layout)}, "
+            f"target has {_describe(target_layout)}."
+        )
+    if _has_top(source) != _has_top(target):
+        raise ValueError(
+            f"Source and target differ in include_top: source {_has_top(source)}, target "
+            f"{_has_top(target)}."
+        )
+    sources, targets = _weighted_layers(source), _weighted_layers(target)
+    if sources.keys() != targets.keys():
+        only_source = sorted(sources.keys() - targets.keys())
+        only_target = sorted(targets.keys() - sources.keys())
+        raise ValueError(
+            "Source and target have different layers with weights: only in source "
+            f"{only_source[:5]}{'...' if len(only_source) > 5 else ''}, only in target "
+            f"{only_target[:5]}{'...' if len(only_target) > 5 else ''}. Only `preact=False` "
+            "targets mirror keras.applications' ResNet v1."
+        )
+
+    for name, layer in sources.items():
+        if isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+            bn = sources.get(name.removesuffix("_conv") + "_bn")
+            if not isinstance(bn, keras.layers.BatchNormalization) or bn.input is not layer.output:
+                raise ValueError(
+                    f"Cannot fold the bias of `{name}`: no BatchNormalization named after it "
+                    "takes its output."
+                )
+    plan = []
+    for name, target_layer in targets.items():
+        source_layer = sources[name]
+        _check_same("type", name, type(source_layer).__name__, type(target_layer).__name__)
+        if isinstance(target_layer, keras.layers.Conv2D):
+            for attribute in ("kernel_size", "strides"):
+                _check_same(attribute, name, getattr(source_layer, attribute),
+                            getattr(target_layer, attribute))
+            _check_same("padding", name, source_layer.padding.lower(), target_layer.padding.lower())
+            _check_same("kernel shape", name, source_layer.kernel.shape, target_layer.kernel.shape)
+            plan.append((target_layer.kernel, source_layer.kernel.numpy()))
+        elif isinstance(target_layer, keras.layers.BatchNormalization):
+            _check_same("epsilon", name, source_layer.epsilon, target_layer.epsilon)
+            _check_same("channels", name, source_layer.gamma.shape, target_layer.gamma.shape)
+            mean = source_layer.moving_mean.numpy()
+            conv = sources.get(name.removesuffix("_bn") + "_conv")
+            if isinstance(conv, keras.layers.Conv2D) and conv.use_bias:
+                mean = mean - conv.bias.numpy()  # BN(Wx + b), mean m  ==  BN(Wx), mean m - b
+            plan += [
+                (target_layer.gamma, source_layer.gamma.numpy()),
+                (target_layer.beta, source_layer.beta.numpy()),
+                (target_layer.moving_mean, mean),
+                (target_layer.moving_variance, source_layer.moving_variance.numpy()),
+            ]
+        elif isinstance(target_layer, keras.layers.Dense):
+            _check_same("kernel shape", name, source_layer.kernel.shape, target_layer.kernel.shape)
+            plan += [
+                (target_layer.kernel, source_layer.kernel.numpy()),
+                (target_layer.bias, source_layer.bias.numpy()),
+            ]
+        else:
+            raise ValueError(f"Cannot port layer `{name}` of type {type(target_layer).__name__}.")
+
+    return plan
+
+
+def port_keras_weights(source, target):
+    """Copies keras.applications ResNet50/101/152 weights into a bias-free ResNet of this package.
+
+    Layers are matched by name (this package keeps keras.applications' names). Each conv bias
+    of the source is folded exactly into the moving mean of the BatchNorm after it:
+    `BN(Wx + b)` with mean `m` equals `BN(Wx)` with mean `m - b`. The target must be built
+    with the defaults that match keras.applications: `stride_at="v1"`, `preact=False`,
+    `bn_epsilon=1.001e-5`. Nothing is assigned unless every layer matches.
+
+    Args:
+        source: A `keras.applications.ResNet50/101/152` model, or the path of a weights file
+            for one (the ImageNet `.h5` downloads, with or without top, or a Keras 3
+            `.weights.h5`). For a path, the matching keras.applications model is built with
+            `weights=None` and `include_top` as the target's, then loaded.
+        target: `resnet50()`, `resnet101()` or `resnet152()` from `resnet_lab.models`, with or
+            without top (same as the source) and any input size.
+
+    Returns:
+        `target`, now holding the source's weights.
+
+    Raises:
+        ValueError: If source and target differ in depth, blocks per stage, `include_top`,
+            layer names, conv strides or shapes, BatchNorm epsilon or classifier size, if
+            the path is not a Keras weights file, or if `source` or `target` is not a model.
+        FileNotFoundError: If `source` is a path to no file.
+    """
+    if not isinstance(target, keras.Model):
+        raise ValueError(f"`target` must be a keras.Model. Received: target={target!r}")
+    if isinstance(source, (str, os.PathLike)):
+        source = _source_from_file(os.fspath(source), target)
+    elif not isinstance(source, keras.Model):
+        raise ValueError(
+            "`source` must be a keras.applications ResNet model or a weights file path. "
+            f"Received: source={source!r}"
+        )
+    for variable, value in _plan(source, target):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return target
