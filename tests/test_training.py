@@ -1,0 +1,114 @@
+"""Training helpers: optimizer, metrics, atomic results, a run that learns, distribution."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from resnet_lab import training
+from synthetic import flowers_like
+
+TINY = {"image_size": 16, "stages": ((8, 1), (16, 1)), "stem_filters": 8, "epochs": 3,
+        "batch_size": 32, "learning_rate": 0.05}
+
+
+def test_optimizer_warms_up_then_decays():
+    opt = training.make_optimizer("sgd", learning_rate=0.1, epochs=10, steps_per_epoch=10,
+                                  warmup_epochs=2)
+    lr = opt._learning_rate  # the schedule (`learning_rate` is its current value)
+    assert float(lr(0)) == pytest.approx(0.0)
+    assert float(lr(20)) == pytest.approx(0.1, rel=1e-3)
+    assert float(lr(60)) < float(lr(30)) < 0.1
+    assert float(lr(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_weight_decay_skips_batchnorm_and_bias():
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 3),
+                              keras.layers.BatchNormalization(), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    opt = training.make_optimizer("adamw", weight_decay=1e-4)
+    opt.build(model.trainable_variables)
+    decayed = {v.name for v in model.trainable_variables if opt._use_weight_decay(v)}
+    assert decayed == {"kernel"}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"name": "rmsprop"}, "optimizer='rmsprop'"),
+    ({"learning_rate": 0}, "learning_rate=0"),
+    ({"epochs": 0}, "epochs=0"),
+])
+def test_optimizer_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        training.make_optimizer(**kwargs)
+
+
+def test_confusion_matrix_counts():
+    matrix = training.confusion_matrix([0, 0, 1, 2, 2], [0, 1, 1, 2, 0], 3)
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
+
+
+def test_save_results_is_atomic(tmp_path):
+    path = training.save_results({"a": np.float32(0.5), "b": np.arange(3)}, tmp_path / "r.json")
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1, 2]}
+    with pytest.raises(TypeError):
+        training.save_results({"a": object()}, tmp_path / "r.json")
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1, 2]}  # old file intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temp left over
+
+
+def test_scratch_run_learns_and_reports(tmp_path):
+    images, labels, splits = flowers_like(16)
+    model, results = training.train_scratch(images, labels, splits, TINY, verbose=0,
+                                            out_dir=tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["test_accuracy"] == results["test_accuracy"]
+    assert len(results["history"]["accuracy"]) == TINY["epochs"]
+    assert results["settings"]["split_sizes"] == {"train": 680, "val": 340, "test": 340}
+    assert results["settings"]["recipe"]["stages"] == [[8, 1], [16, 1]]
+    # Colour classes are easy: far above chance (1/17 = 5.9%) on every split.
+    assert min(results[f"{s}_accuracy"] for s in ("train", "val", "test")) > 0.5
+    matrix = np.array(results["confusion_matrix"])
+    assert matrix.shape == (17, 17) and matrix.sum() == 340
+    assert model.get_layer("rescale").scale == pytest.approx(1 / 255)
+
+
+def test_scratch_rejects_wrong_size_and_unknown_keys():
+    images, labels, splits = flowers_like(16)
+    with pytest.raises(ValueError, match="Received: images.shape=.*16, 16"):
+        training.train_scratch(images, labels, splits, {"image_size": 32})
+    with pytest.raises(ValueError, match="lr"):
+        training.train_scratch(images, labels, splits, {"lr": 0.1})
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    """A real `tf.distribute.MirroredStrategy` run, in a fresh process (devices are fixed at
+    TensorFlow start-up)."""
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from resnet_lab import training
+        from synthetic import flowers_like
+        images, labels, splits = flowers_like(16)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        _, results = training.train_scratch(images, labels, splits,
+            {{"image_size": 16, "stages": ((8, 1),), "stem_filters": 8, "epochs": 2}},
+            strategy=strategy, verbose=0, out_dir={str(tmp_path)!r})
+        print("REPLICAS", results["settings"]["replicas"], results["train_accuracy"])
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith("REPLICAS"))
+    assert line.split()[1] == "2"
+    assert float(line.split()[2]) > 1 / 17
+    assert (tmp_path / "results.json").is_file()
