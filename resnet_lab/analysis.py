@@ -86,6 +86,49 @@ def cifar_pair(depth, num_classes, image_size):
     }
 
 
+def load_cifar10(train_per_class=None, val_per_class=500, seed=0):
+    """CIFAR-10 as the paper used it, for the degradation experiment (needs internet once).
+
+    Downloads through `keras.datasets.cifar10` (cached by Keras in `~/.keras/datasets`). The
+    validation split is held out of the 50,000 training images, stratified and seeded; the
+    test split is CIFAR-10's own 10,000 test images.
+
+    Args:
+        train_per_class: Training images per class (`None`: all that remain, 4,500 with the
+            default validation size). Fewer make a CPU run affordable.
+        val_per_class: Validation images per class, held out of the training set.
+        seed: Seed for the split.
+
+    Returns:
+        `(images, labels, splits)` like `load_flowers17` + `split_indices`: uint8 images
+        `(60000, 32, 32, 3)`, int32 labels, and index arrays `train`, `val`, `test`.
+
+    Raises:
+        ValueError: If the requested split sizes exceed 5,000 per class.
+    """
+    if (train_per_class or 0) + val_per_class > 5000:
+        raise ValueError(
+            "`train_per_class + val_per_class` must be at most 5000 (CIFAR-10 has 5,000 "
+            f"training images per class). Received: train_per_class={train_per_class}, "
+            f"val_per_class={val_per_class}"
+        )
+    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    images = np.concatenate([x_train, x_test]).astype(np.uint8)
+    labels = np.concatenate([y_train.ravel(), y_test.ravel()]).astype(np.int32)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(y_train.ravel() == c))
+        val.append(idx[:val_per_class])
+        train.append(idx[val_per_class:][:train_per_class])
+    splits = {
+        "train": np.sort(np.concatenate(train)),
+        "val": np.sort(np.concatenate(val)),
+        "test": np.arange(len(x_train), len(images)),
+    }
+    return images, labels, splits
+
+
 def degradation_experiment(
     images,
     labels,

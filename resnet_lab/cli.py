@@ -99,7 +99,10 @@ def cmd_degradation(args):
     from resnet_lab import analysis
 
     out = Path(args.out)
-    images, labels, splits = _load(args, args.image_size)
+    if args.dataset == "cifar10":
+        images, labels, splits = analysis.load_cifar10(args.train_per_class, seed=args.seed)
+    else:
+        images, labels, splits = _load(args, args.image_size)
     result = analysis.degradation_experiment(
         images, labels, splits, depths=args.depths, epochs=args.epochs, seed=args.seed,
         verbose=_verbose(),
@@ -184,6 +187,10 @@ def build_parser():
     p.add_argument("--depths", type=_positive_int, nargs="+", default=[20, 56])
     p.add_argument("--epochs", type=_positive_int, default=20)
     p.add_argument("--image-size", type=_positive_int, default=32)
+    p.add_argument("--dataset", choices=("flowers17", "cifar10"), default="flowers17",
+                   help="cifar10: the paper's setting, via keras.datasets (needs internet once)")
+    p.add_argument("--train-per-class", type=_positive_int, default=None,
+                   help="cifar10 only: training images per class (default: all 4,500)")
     _add_data_args(p)
     p.set_defaults(func=cmd_degradation)
 

@@ -1,6 +1,7 @@
 """Gradient flow and the degradation experiment, on tiny networks and images."""
 
 import numpy as np
+import pytest
 
 from resnet_lab import analysis, training
 from synthetic import flowers_like
@@ -37,3 +38,23 @@ def test_degradation_experiment_runs_the_grid():
         assert len(out["gradients_init"][name]) == len(out["gradients_trained"][name]) == 7
         assert out["gradients_init"][name] != out["gradients_trained"][name]
     assert out["settings"]["depths"] == [8]
+
+
+def test_cifar10_splits_are_stratified_and_held_out(monkeypatch):
+    """The CIFAR-10 path with `keras.datasets.cifar10.load_data` replaced by small arrays
+    (the real one downloads 170 MB)."""
+    rng = np.random.default_rng(0)
+    fake_train = (rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
+                  np.repeat(np.arange(10), 60)[:, None])
+    fake_test = (rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
+                 np.repeat(np.arange(10), 5)[:, None])
+    monkeypatch.setattr(analysis.keras.datasets.cifar10, "load_data",
+                        lambda: (fake_train, fake_test))
+    images, labels, splits = analysis.load_cifar10(train_per_class=20, val_per_class=10)
+    assert images.shape == (650, 32, 32, 3) and images.dtype == np.uint8
+    assert np.bincount(labels[splits["train"]]).tolist() == [20] * 10
+    assert np.bincount(labels[splits["val"]]).tolist() == [10] * 10
+    assert splits["test"].tolist() == list(range(600, 650))
+    assert not set(splits["train"]) & set(splits["val"])
+    with pytest.raises(ValueError, match="Received: train_per_class=4600"):
+        analysis.load_cifar10(train_per_class=4600)

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from flowers_fixture import tiny_archive  # noqa: F401
+from resnet_lab import cli
 
 
 def run(*args, env=None, cache=None):
@@ -18,12 +19,20 @@ def run(*args, env=None, cache=None):
                           capture_output=True, text=True, env=env, timeout=400)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["fetch"], ["degradation"],
-                                     ["gradients"], ["compare"]])
-def test_help(command):
-    out = run(*command, "--help")
+def test_entry_point_help():
+    out = run("--help")
     assert out.returncode == 0, out.stderr
     assert "usage: python -m resnet_lab" in out.stdout
+    for command in ("fetch", "train", "degradation", "gradients", "compare"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "fetch", "degradation", "gradients", "compare"])
+def test_help_for_each_command(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    assert info.value.code == 0
+    assert f"usage: python -m resnet_lab {command}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -31,14 +40,16 @@ def test_help(command):
     (["train", "--model", "scratch", "--epochs", "0", "--out", "x"], "Received: 0"),
     (["train", "--model", "scratch"], "required: --out"),
 ])
-def test_bad_arguments_exit_2_with_a_message(args, message):
-    out = run(*args)
-    assert out.returncode == 2 and message in out.stderr
+def test_bad_arguments_exit_2_with_a_message(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_missing_data_source_is_a_clear_error(tmp_path):
-    out = run("fetch", "--data", tmp_path / "nowhere.tgz", cache=tmp_path / "cache")
-    assert out.returncode == 2 and "nowhere.tgz" in out.stderr
+def test_missing_data_source_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["fetch", "--data", str(tmp_path / "nowhere.tgz"), "--cache", str(tmp_path)])
+    assert info.value.code == 2 and "nowhere.tgz" in capsys.readouterr().err
 
 
 def test_train_scratch_and_transfer_then_compare(tmp_path, tiny_archive):  # noqa: F811
