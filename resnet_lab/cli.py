@@ -130,8 +130,8 @@ def cmd_gradients(args):
                                                args.image_size).items():
             training.set_seed(args.seed)
             _, norms[name] = analysis.conv_gradient_norms(build(), images[batch], labels[batch])
-            print(f"{name:>10}: first-layer / last-layer gradient norm "
-                  f"{norms[name][0] / norms[name][-1]:.3g}")
+            print(f"{name:>10}: gradient norm spread over layers (max/min) "
+                  f"{norms[name].max() / norms[name].min():,.1f}x")
     training.save_results({k: v.tolist() for k, v in norms.items()}, out / "gradients.json")
     plots.plot_gradient_norms(norms, path=out / "gradients.png")
     print(f"Wrote {out}/gradients.json and gradients.png")
