@@ -152,7 +152,7 @@ def build_transfer_model(
 
 def feature_extractor(model):
     """The part of a transfer model that maps images to the pooled backbone features."""
-    return keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output, name="features")
+    return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output, name="features")
 
 
 def extract_features(model, images, batch_size=32, verbose="auto"):
