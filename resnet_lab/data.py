@@ -533,7 +533,12 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=auto)
         if train and augmenter is not None:
             ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=auto)
-        datasets[name] = ds.prefetch(auto)
+        # tf.data's autotuner, on this 2-core CPU, now and then stretched a 5 s epoch to 10 s
+        # (6 of 19 timed epochs); with it off none did, and the pipeline still feeds the
+        # from-scratch model about 15x faster than it trains (benchmarks/README.md, item 4).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        datasets[name] = ds.prefetch(auto).with_options(options)
     return datasets
 
 

@@ -241,7 +241,8 @@ def train_transfer(
     feature_time = 0.0
     if cache_features:
         # One pass of the frozen backbone per split; the head then trains on the features.
-        features = {s: extract_features(model, images[i], batch_size, verbose=verbose)
+        extractor = feature_extractor(model)  # built once: one trace of the backbone
+        features = {s: training.predict(extractor, images[i], batch_size, verbose=verbose)
                     for s, i in splits.items()}
         feature_time = time.perf_counter() - start
         with scope:
