@@ -1,0 +1,350 @@
+"""Item 4: choose the from-scratch model's CPU defaults by measurement.
+
+Every setting is timed the same way: Keras' train function (what `model.fit` runs for each
+execution of `steps_per_execution` steps) over `images_per_call` images of one in-memory batch
+(random pixels: the arithmetic does not depend on them), so only the model, the optimizer
+step and the execution loop are measured, never the input pipeline (item 3). One dimension
+changes at a time from `CURRENT`, the code's defaults. All in-process settings are built
+first and then timed interleaved; thread settings must be fixed before TensorFlow runs
+anything, so each runs in its own worker process (`python -m benchmarks.thread_worker`);
+the workers start together and are then timed in turn like the rest.
+
+One more setting is timed on the real pipeline, because it only shows there: tf.data
+autotuning (`autotune`), one `model.fit` epoch over `make_datasets(...)["train"]`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.harness import ROOT, interleaved, log, table
+from resnet_lab import data as data_lib
+from resnet_lab import training
+
+CURRENT = {"jit_compile": False, "batch_size": 32, "steps_per_execution": 1,
+           "image_size": training.SCRATCH_RECIPE["image_size"]}
+# A setting replaces the current default only when it is this much faster (and its repeats
+# do not overlap the current one's, see `_choose`): smaller gaps are within the noise of a
+# shared 2-core machine.
+NOISE = 0.05
+THREADS = (("default", 0, 0), ("intra=1", 1, 0), ("intra=2", 2, 0), ("inter=1", 0, 1))
+
+
+_BUILT = {}  # one compiled model per setting, shared by items 3 and 4 of a run
+
+
+def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_compile=False,
+                           steps_per_execution=1, images_per_call=128, seed=0):
+    """The from-scratch model compiled with `SCRATCH_RECIPE`'s optimizer, and a timed call.
+
+    Built once per setting and process (compiling costs seconds); `call.model` is the model.
+
+    The call runs Keras' own train function (what `model.fit` runs per execution) on one
+    persistent iterator, so every call does the same work. A fresh iterator per call, as
+    `model.fit` makes per epoch, would add tf.data's start-up and teardown: `autotune`
+    measures that separately.
+
+    Args:
+        images_per_call: images per call at the current image size; scaled by the pixel
+            count for other sizes, rounded to whole batches and whole executions of
+            `steps_per_execution` steps.
+
+    Returns:
+        `(call, images)`: `call()` trains on `images` images and returns when it is done.
+    """
+    key = (batch_size, image_size, jit_compile, steps_per_execution, images_per_call, seed)
+    if key in _BUILT:
+        return _BUILT[key]
+    recipe = training.SCRATCH_RECIPE
+    training.set_seed(seed)
+    model = training.scratch_model(image_size=image_size)
+    # About the same compute per call whatever the size: cost grows with the pixel count.
+    scaled = images_per_call * (CURRENT["image_size"] / image_size) ** 2
+    steps = max(1, round(scaled / batch_size))
+    steps = max(steps_per_execution, steps - steps % steps_per_execution)
+    optimizer = training.make_optimizer(
+        recipe["optimizer"], recipe["learning_rate"], recipe["weight_decay"], recipe["epochs"],
+        steps_per_epoch=680 // batch_size, warmup_epochs=recipe["warmup_epochs"])
+    training.compile_model(model, optimizer, jit_compile=jit_compile,
+                           steps_per_execution=steps_per_execution)
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.integers(0, 256, (batch_size, image_size, image_size, 3)), tf.float32)
+    y = tf.constant(rng.integers(0, 17, batch_size), tf.int32)
+    iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    model.make_train_function()
+    train_function = model.train_function
+    executions = steps // steps_per_execution
+
+    def call():
+        for _ in range(executions):
+            logs = train_function(iterator)
+        return float(logs["loss"])
+
+    call.model = model
+    _BUILT[key] = call, steps * batch_size
+    return _BUILT[key]
+
+
+def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
+    """One `model.fit` epoch over the real training pipeline, tf.data autotuning on and off.
+
+    `make_datasets` asks for `AUTOTUNE` parallelism and prefetching; with autotuning off
+    (`tf.data.Options().autotune.enabled = False`) tf.data uses fixed defaults instead.
+    `model.fit` makes a fresh iterator every epoch, so whatever autotuning costs at an
+    iterator's start and end is paid once per epoch. Both pipelines train the same compiled
+    `model` in turn (the same train function: the pipelines differ only in their options).
+    """
+    splits = data_lib.split_indices(labels, seed=seed, per_class=per_class)
+    train = data_lib.make_datasets(images, labels, splits, batch_size=32, seed=seed)["train"]
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    pipelines = {"on": train, "off": train.with_options(options)}
+    per_epoch = (len(splits["train"]) // 32) * 32
+    functions = {name: (lambda d=dataset: model.fit(d, epochs=1, verbose=0, shuffle=False))
+                 for name, dataset in pipelines.items()}
+    timed = interleaved(functions, repeats, what="4/7 defaults tf.data autotune")
+    # Epoch times here can be bimodal (some epochs stall), and training pays the sum of its
+    # epochs: judge by the mean epoch, not the median.
+    entries = {name: {"images_per_s": round(per_epoch / float(np.mean(t["times_s"])), 1),
+                      "epoch_s": round(float(np.mean(t["times_s"])), 3),
+                      "median_epoch_s": round(t["median_s"], 3),
+                      "first_call_s": t["first_call_s"], "times_s": t["times_s"],
+                      "speeds": [round(per_epoch / v, 2) for v in t["times_s"]]}
+               for name, t in timed.items()}
+    for entry in entries.values():
+        entry["ratio_vs_current"] = round(entry["images_per_s"] /
+                                          entries["on"]["images_per_s"], 4)
+    result = _choose(entries, "on", separated=False)
+    result["settings"] = {"images_per_epoch": per_epoch, "repeats": repeats,
+                          "image_size": int(images.shape[1]), "augment": True,
+                          "statistic": "mean epoch time",
+                          "measured": "model.fit(make_datasets(...)['train'], epochs=1)"}
+    return result
+
+
+def _dimensions(xla, batch_sizes, steps_per_execution, image_sizes):
+    return {
+        "jit_compile": tuple(xla),
+        "batch_size": tuple(batch_sizes),
+        "steps_per_execution": tuple(steps_per_execution),
+        "image_size": tuple(image_sizes),
+    }
+
+
+def _key(config):
+    return ",".join(f"{k}={v}" for k, v in config.items())
+
+
+def threads(images_per_call, repeats, settings=THREADS):
+    """Time each thread setting in its own warm worker process, interleaved.
+
+    All workers start together (import, build and compile are not timed), then are asked
+    for one timed call each in turn, `repeats` rounds. Workers wait on stdin between calls.
+    """
+    workers, errors = {}, {}
+    log(f"4/7 defaults: starting {len(settings)} thread workers "
+        f"({', '.join(n for n, _, _ in settings)})")
+    for name, intra, inter in settings:
+        errors[name] = tempfile.TemporaryFile("w+")
+        workers[name] = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.thread_worker", "--intra", str(intra),
+             "--inter", str(inter), "--images", str(images_per_call)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors[name],
+            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    def answer(name, tag):
+        for line in workers[name].stdout:
+            if line.startswith(tag + " "):
+                return line[len(tag) + 1:]
+        errors[name].seek(0)
+        raise RuntimeError(f"thread worker {name} ended early:\n{errors[name].read()[-3000:]}")
+
+    try:
+        ready = {name: json.loads(answer(name, "READY")) for name in workers}
+        times = {name: [] for name in workers}
+        for repeat in range(repeats):
+            for name, worker in workers.items():
+                worker.stdin.write("run\n")
+                worker.stdin.flush()
+                times[name].append(round(float(answer(name, "TIME")), 5))
+            log(f"4/7 defaults threads repeat {repeat + 1}/{repeats}: " +
+                ", ".join(f"{n} {t[-1]:.3g} s" for n, t in times.items()))
+    finally:
+        for worker in workers.values():
+            if worker.poll() is None:
+                try:
+                    worker.stdin.write("quit\n")
+                    worker.stdin.close()
+                except OSError:
+                    pass
+        for name, worker in workers.items():
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            errors[name].close()
+    out = {}
+    for name, intra, inter in settings:
+        images = ready[name]["images"]
+        out[name] = {"intra_op": intra, "inter_op": inter, "effective": ready[name]["effective"],
+                     "images_per_s": round(images / float(np.median(times[name])), 1),
+                     "first_call_s": ready[name]["first_call_s"], "times_s": times[name],
+                     "speeds": [round(images / t, 2) for t in times[name]]}
+    return out
+
+
+def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 128),
+        steps_per_execution=(1, 4, 8), image_sizes=(48, 64, 96, 128), images_per_call=128,
+        repeats=3, thread_settings=THREADS, thread_repeats=3,
+        autotune_per_class=(40, 20, 20), autotune_repeats=5):
+    """Item 4: images/s per setting, the fastest per dimension and the recommended defaults.
+
+    Args:
+        images, labels: the real flowers at the recipe's size, for the autotune comparison
+            (skipped when `None`).
+    """
+    dimensions = _dimensions(xla, batch_sizes, steps_per_execution, image_sizes)
+    configs = {}
+    for dimension, values in dimensions.items():
+        for value in values:
+            config = {**CURRENT, dimension: value}
+            configs.setdefault(_key(config), config)
+    functions, counts = {}, {}
+    for key, config in configs.items():
+        log(f"4/7 defaults: building {key}")
+        functions[key], counts[key] = scratch_train_function(images_per_call=images_per_call,
+                                                             **config)
+    timed = interleaved(functions, repeats, what="4/7 defaults")
+    speed = {key: counts[key] / t["median_s"] for key, t in timed.items()}
+
+    results = {"settings": {"current_defaults": CURRENT, "images_per_call": images_per_call,
+                            "images_per_call_note": "at the current image size; scaled by "
+                                                    "pixels for other sizes",
+                            "repeats": repeats, "noise_threshold": NOISE,
+                            "model": "training.scratch_model() + SCRATCH_RECIPE optimizer; "
+                                     "Keras' train function on an in-memory batch"}}
+    base = speed[_key(CURRENT)]
+    for dimension, values in dimensions.items():
+        rows, entries = [], {}
+        for value in values:
+            key = _key({**CURRENT, dimension: value})
+            entries[str(value)] = {"images_per_s": round(speed[key], 1),
+                                   "ratio_vs_current": round(speed[key] / base, 4),
+                                   "first_call_s": timed[key]["first_call_s"],
+                                   "times_s": timed[key]["times_s"],
+                                   "speeds": [round(counts[key] / t, 2)
+                                              for t in timed[key]["times_s"]]}
+        results[dimension] = _choose(entries, CURRENT[dimension])
+        for value, entry in entries.items():
+            rows.append((value, entry["images_per_s"], entry["ratio_vs_current"],
+                         entry["first_call_s"], "fastest" if value == str(
+                             results[dimension]["fastest"]) else ""))
+        table(f"4. {dimension} (others at the current defaults {CURRENT})",
+              (dimension, "img/s", "vs current", "first call s (compiles)", ""), rows)
+
+    if thread_settings:
+        thread_results = threads(images_per_call, thread_repeats, thread_settings)
+        entries = {name: {**r, "ratio_vs_current": round(
+            r["images_per_s"] / thread_results["default"]["images_per_s"], 4)}
+            for name, r in thread_results.items()}
+        results["threads"] = _choose(entries, "default")
+        results["threads"]["settings"] = {
+            "repeats": thread_repeats, "note": "one warm worker process per setting "
+            "(python -m benchmarks.thread_worker), timed in turn"}
+        table("4. threads (each in its own process; 0 = TensorFlow's choice)",
+              ("setting", "intra", "inter", "effective intra/inter", "img/s", "vs default",
+               ""),
+              [(n, r["intra_op"], r["inter_op"], "/".join(map(str, r["effective"])),
+                r["images_per_s"], r["ratio_vs_current"],
+                "fastest" if n == results["threads"]["fastest"] else "")
+               for n, r in entries.items()])
+    else:
+        results["threads"] = {"measured": False, "reason": "no thread settings asked for "
+                              "(--quick skips the subprocesses)"}
+    if images is not None:
+        baseline = functions[_key(CURRENT)].model
+        # Let the other settings' models and iterators go before timing whole epochs.
+        functions.clear()
+        _BUILT.clear()
+        results["tf_data_autotune"] = autotune(images, labels, baseline, autotune_per_class,
+                                               autotune_repeats)
+        a = results["tf_data_autotune"]
+        table(f"4. tf.data autotune: one model.fit epoch of the real training pipeline "
+              f"({a['settings']['images_per_epoch']} images, {images.shape[1]}x"
+              f"{images.shape[1]}, augment=True)",
+              ("autotune", "mean epoch s", "median epoch s", "img/s", "vs current",
+               "epochs s", ""),
+              [(n, r["epoch_s"], r["median_epoch_s"], r["images_per_s"], r["ratio_vs_current"],
+                " ".join(f"{t:.3g}" for t in r["times_s"]),
+                "fastest" if n == str(a["fastest"]) else "") for n, r in a["values"].items()])
+    else:
+        results["tf_data_autotune"] = {"measured": False, "reason": "no images given"}
+    results["recommended"] = recommend(results)
+    print(f"recommended defaults: {results['recommended']['line']}\n", flush=True)
+    return results
+
+
+def _choose(entries, current, separated=True):
+    """The fastest value, and the one to use: the current unless the fastest clearly wins.
+
+    Clearly: faster by more than `NOISE` and, with `separated`, even its slowest repeat
+    beats the current value's fastest one (on a shared machine a 5% gap in the medians of
+    three repeats can be noise; non-overlapping repeats are harder to fake).
+    """
+    current = str(current)
+    fastest = max(entries, key=lambda v: entries[v]["images_per_s"])
+    gain = entries[fastest]["images_per_s"] / entries[current]["images_per_s"]
+    apart = min(entries[fastest]["speeds"]) > max(entries[current]["speeds"])
+    chosen = fastest if gain > 1 + NOISE and (apart or not separated) else current
+    return {"values": entries, "current": current, "fastest": _parse(fastest),
+            "fastest_speedup_vs_current": round(gain, 4),
+            "fastest_repeats_separated": bool(apart), "by_speed": _parse(chosen)}
+
+
+def _parse(text):
+    for convert in (int, {"True": True, "False": False}.__getitem__):
+        try:
+            return convert(text)
+        except (ValueError, KeyError):
+            pass
+    return text
+
+
+def recommend(results):
+    """Defaults from the measurements: a change only when it beats the noise threshold.
+
+    Batch size and image size also change what is learned (steps per epoch, detail seen), so
+    for them speed only nominates a candidate; the line says so.
+    """
+    pick = {d: results[d]["by_speed"] for d in ("jit_compile", "steps_per_execution")}
+    measured = results["threads"].get("values")
+    pick["threads"] = results["threads"]["by_speed"] if measured else "default"
+    threads = measured[str(pick["threads"])] if measured else {"intra_op": 0, "inter_op": 0}
+    batch, size = results["batch_size"], results["image_size"]
+    line = (f"jit_compile={pick['jit_compile']}, "
+            f"steps_per_execution={pick['steps_per_execution']}, "
+            f"threads: intra_op={threads['intra_op']} inter_op={threads['inter_op']} "
+            f"({pick['threads']}{'' if measured else ', not measured'}); "
+            f"batch_size={batch['by_speed']} by speed "
+            f"(fastest {batch['fastest']}, x{batch['fastest_speedup_vs_current']:.2f} vs "
+            f"{batch['current']}; a larger batch means fewer steps per epoch: re-check "
+            f"accuracy before changing); image_size: fastest {size['fastest']} "
+            f"(x{size['fastest_speedup_vs_current']:.2f} vs {size['current']}), cost grows with "
+            f"pixels: choose it by accuracy, not speed")
+    if results["tf_data_autotune"].get("values"):
+        a = results["tf_data_autotune"]
+        line += (f"; tf.data autotune {a['by_speed']} (epoch x"
+                 f"{a['values']['off']['ratio_vs_current']:.2f} with it off)")
+    return {"jit_compile": pick["jit_compile"],
+            "tf_data_autotune": results["tf_data_autotune"].get("by_speed"),
+            "steps_per_execution": pick["steps_per_execution"],
+            "intra_op_parallelism_threads": threads["intra_op"],
+            "inter_op_parallelism_threads": threads["inter_op"],
+            "batch_size_by_speed": batch["by_speed"], "image_size_fastest": size["fastest"],
+            "line": line}

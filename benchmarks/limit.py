@@ -1,0 +1,98 @@
+"""Item 5: how close ResNet-50 gets to the fp32 matrix-multiply rate of this machine.
+
+FLOPs are counted analytically from the layer shapes: a convolution does
+`H_out * W_out * C_out * (C_in / groups) * k_h * k_w` multiply-adds per image, a dense layer
+`inputs * units`, and one multiply-add is 2 FLOPs. BatchNorm, ReLU, additions and pooling are
+left out (under 1% of ResNet-50's work). A training step costs about 3x inference: the
+forward pass, then gradients with respect to activations and to weights, each about as
+costly. The reference is what `tf.linalg.matmul` of two float32 `N x N` matrices reaches in
+the same process, timed in the same interleaved rounds as the model (item 1), a practical
+ceiling for convolutions lowered to matrix products.
+"""
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from benchmarks.harness import log, table
+
+
+def _layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def forward_flops(model):
+    """FLOPs of one image's forward pass through `model`'s convolutions and dense layers."""
+    macs = 0
+    for layer in _layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels_out = layer.output.shape
+            kernel_h, kernel_w, channels_in, _ = layer.kernel.shape
+            macs += height * width * channels_out * channels_in * kernel_h * kernel_w
+        elif isinstance(layer, keras.layers.Dense):
+            macs += int(np.prod(layer.kernel.shape))
+    return 2 * int(macs)
+
+
+def matmul_function(n=2048, count=4):
+    """A call doing `count` float32 `n x n` matmuls, and its FLOPs.
+
+    Several products per call make one call last about as long as a model call, so that a
+    burst of load from another process cannot halve the reference on its own.
+    """
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((n, n)), tf.float32)
+    b = tf.constant(rng.standard_normal((n, n)), tf.float32)
+
+    @tf.function
+    def products():
+        # Each sum forces its whole product; it costs n^2 adds next to 2 n^3 FLOPs.
+        return tf.add_n([tf.reduce_sum(tf.linalg.matmul(a + float(i), b))
+                         for i in range(count)])
+
+    return (lambda: products().numpy()), 2 * n**3 * count
+
+
+def run(builders, n=2048, count=4):
+    """Achieved GFLOP/s of item 1's ResNet-50 runs as a fraction of the matmul rate.
+
+    Args:
+        builders: item 1's results, run with `companions={"matmul": matmul_function(...)[0]}`
+            so that the matmul was timed in the same rounds as each phase.
+        n: matrix size of the reference matmul.
+        count: matmuls per timed call.
+    """
+    log(f"5/7 machine limit: ResNet-50 against float32 matmul {n}x{n} (timed in item 1)")
+    flops = forward_flops(builders["_models"]["ours"])
+    matmul_flops = 2 * n**3 * count
+    size = builders["settings"]["image_size"]
+    timings = builders["_companions"]["matmul"]
+    results = {
+        "settings": {"matmul_n": n, "matmuls_per_call": count, "image_size": size,
+                     "flop_count": "analytic, conv + dense, 2 FLOPs per multiply-add; "
+                                   "training = 3x inference",
+                     "timing": "the matmul call is timed in the same interleaved rounds as "
+                               "item 1's inference and training calls"},
+        "resnet50_forward_gflop_per_image": round(flops / 1e9, 4),
+    }
+    rows = []
+    for phase, factor in (("inference", 1), ("train_step", 3)):
+        peak = matmul_flops / timings[phase]["median_s"] / 1e9
+        speed = builders[phase]["ours_images_per_s"]
+        achieved = factor * flops * speed / 1e9
+        results[phase] = {"images_per_s": speed, "gflops": round(achieved, 3),
+                          "matmul_gflops": round(peak, 2),
+                          "fraction_of_matmul": round(achieved / peak, 4),
+                          "matmul_timings": timings[phase]}
+        rows.append((phase, f"{speed:.3g} img/s", f"{factor * flops / 1e9:.3g} per img",
+                     achieved, peak, achieved / peak))
+    results["matmul_gflops"] = max(results[p]["matmul_gflops"] for p in ("inference",
+                                                                          "train_step"))
+    table(f"5. Distance to the machine's limit: ResNet-50 ({size}x{size}, ours, item 1) vs "
+          f"float32 matmul {n}x{n} timed in the same rounds",
+          ("phase", "rate", "GFLOP", "GFLOP/s", "matmul GFLOP/s", "fraction"), rows)
+    return results

@@ -1,0 +1,143 @@
+"""`python -m benchmarks.run --quick` runs every item and writes a complete results.json.
+
+Timing belongs to the benchmarks, not to the tests: nothing here asserts a speed. What is
+pinned: every section is there with numbers, every ratio is a positive number, targets are
+recorded as booleans, what was not measured says why, and the measuring tools themselves
+(FLOP count, peak memory of a child, thread settings) measure what they claim.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowers_fixture import tiny_archive  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SECTIONS = ("machine", "builders", "transfer", "input_pipeline", "cpu_defaults",
+            "machine_limit", "end_to_end", "gpu")
+
+
+def _leaves(tree, path=()):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, (*path, str(key)))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from _leaves(value, (*path, str(index)))
+    else:
+        yield path, tree
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, tiny_archive):  # noqa: F811
+    out = tmp_path_factory.mktemp("benchmarks")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--data", str(tiny_archive),
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return json.loads((out / "results.json").read_text()), done.stdout
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_section_with_numbers(quick):
+    results, _ = quick
+    assert results["mode"] == "quick"
+    for section in SECTIONS:
+        assert section in results, f"results.json lacks {section}"
+        numbers = [v for _, v in _leaves(results[section]) if _is_number(v)]
+        assert numbers, f"{section} has no numeric field"
+    machine = results["machine"]
+    assert machine["cpu_model"] and machine["usable_cores"] >= 1
+    assert machine["tensorflow"] and machine["keras"]
+    assert _is_number(results["total_wall_s"])
+
+
+@pytest.mark.slow
+def test_every_ratio_is_a_positive_number_and_targets_are_booleans(quick):
+    results, _ = quick
+    ratios = [(p, v) for p, v in _leaves(results) if any("ratio" in k for k in p[-1:])]
+    assert len(ratios) >= 10
+    for path, value in ratios:
+        assert _is_number(value) and value > 0, f"{'/'.join(path)} = {value!r}"
+    for key in ("inference", "train_step"):
+        assert isinstance(results["builders"][key]["target_met"], bool)
+        assert results["builders"][key]["ratio_ours_over_keras"] > 0
+    assert isinstance(results["transfer"]["target_met"], bool)
+    assert isinstance(results["input_pipeline"]["feeding"]["target_met"], bool)
+
+
+@pytest.mark.slow
+def test_quick_run_checks_and_records_what_it_claims(quick):
+    results, stdout = quick
+    assert results["transfer"]["feature_check"]["equal"]
+    assert "NOT transfer learning" in results["transfer"]["cached"]["weights"]
+    for decoded in results["input_pipeline"]["decode"].values():
+        assert decoded["is_uint8"] and decoded["cache_bytes"] > 0
+    assert results["cpu_defaults"]["recommended"]["line"]
+    assert "recommended defaults:" in stdout
+    for title in ("1. Builders", "2. Transfer", "3a. Decoding", "3b. Training pipeline",
+                  "4. batch_size", "5. Distance", "7. GPU"):
+        assert title in stdout
+    e2e = results["end_to_end"]
+    assert e2e["cli_fetch"]["returncode"] == 0 and e2e["cli_fetch"]["peak_rss_mib"] > 0
+    for unmeasured in (e2e["notebook"], e2e["scratch_full"], e2e["transfer_full"],
+                       results["gpu"]):
+        assert unmeasured["measured"] is False and unmeasured["reason"]
+    assert "no ImageNet weights offline" in e2e["transfer_full"]["reason"]
+    assert "no GPU lent" in results["gpu"]["reason"]
+
+
+def test_forward_flops_counts_conv_and_dense_multiply_adds():
+    import keras
+
+    from benchmarks.limit import forward_flops
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False)(inputs)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5)(x))
+    conv = 4 * 4 * 4 * 3 * 3 * 3  # output 4x4x4, each a 3x3x3 dot product
+    dense = 64 * 5
+    assert forward_flops(model) == 2 * (conv + dense)
+
+
+def test_peak_memory_is_the_childs_own_not_the_parents():
+    from benchmarks.end_to_end import measure
+
+    small = measure([sys.executable, "-c", "pass"])
+    big = measure([sys.executable, "-c", "b = b'x' * (300 * 2**20)"])
+    assert small["returncode"] == 0 and big["returncode"] == 0
+    assert small["peak_rss_mib"] < 150
+    assert big["peak_rss_mib"] > 300
+
+
+@pytest.mark.slow
+def test_thread_worker_applies_the_setting_before_tensorflow_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.thread_worker", "--intra", "1", "--inter", "1",
+         "--images", "32"],
+        cwd=ROOT, input="run\nquit\n", capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    ready = json.loads([l for l in lines if l.startswith("READY ")][0][len("READY "):])
+    assert ready["effective"] == [1, 1] and ready["images"] == 32
+    times = [float(l.split()[1]) for l in lines if l.startswith("TIME ")]
+    assert len(times) == 1 and times[0] > 0
