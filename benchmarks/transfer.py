@@ -97,7 +97,9 @@ def run(images, labels, per_class=(10, 5, 5), head_epochs=5, fine_tune_epochs=1,
         "target_met": bool(ratio <= TARGET),
         "ratio_same_work_incl_evaluation": round(same_work, 4),
         "backbone_images": {
-            "cached": int(sum(len(i) for i in splits.values())),
+            # train_transfer extracts train and validation features before the head trains
+            # (test features wait for the evaluation, as on the uncached path).
+            "cached": int(len(splits["train"]) + len(splits["val"])),
             "uncached": int(head_epochs * ((len(splits["train"]) // batch_size) * batch_size
                                            + len(splits["val"]))),
         },

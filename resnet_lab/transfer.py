@@ -240,10 +240,11 @@ def train_transfer(
     start = time.perf_counter()
     feature_time = 0.0
     if cache_features:
-        # One pass of the frozen backbone per split; the head then trains on the features.
+        # One pass of the backbone over the images the head trains and validates on; the
+        # test images wait for the evaluation, as they do on the uncached path.
         extractor = feature_extractor(model)  # built once: one trace of the backbone
-        features = {s: training.predict(extractor, images[i], batch_size, verbose=verbose)
-                    for s, i in splits.items()}
+        features = {s: training.predict(extractor, images[splits[s]], batch_size, verbose=verbose)
+                    for s in ("train", "val")}
         feature_time = time.perf_counter() - start
         with scope:
             head = head_model(model)
@@ -280,6 +281,8 @@ def train_transfer(
     if cache_features and not fine_tune_epochs:
         # The backbone is unchanged, so the cached features give exactly the full model's
         # predictions (tested) without another pass over the images.
+        for s in set(splits) - set(features):
+            features[s] = training.predict(extractor, images[splits[s]], batch_size)
         measured = {s: training.evaluate(head, features[s], labels[i])
                     for s, i in splits.items()}
     else:
