@@ -15,20 +15,13 @@ import tensorflow as tf
 import keras
 
 from benchmarks.harness import log, table
-
-
-def _layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
+from resnet_lab.analysis import all_layers
 
 
 def forward_flops(model):
     """FLOPs of one image's forward pass through `model`'s convolutions and dense layers."""
     macs = 0
-    for layer in _layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             _, height, width, channels_out = layer.output.shape
             kernel_h, kernel_w, channels_in, _ = layer.kernel.shape

@@ -32,7 +32,7 @@ def conv_gradient_norms(model, images, labels):
     """
     kernels = [
         (layer.path, layer.kernel)
-        for layer in _all_layers(model)
+        for layer in all_layers(model)
         if isinstance(layer, keras.layers.Conv2D)
     ]
     images = tf.convert_to_tensor(np.asarray(images, np.float32))
@@ -44,11 +44,11 @@ def conv_gradient_norms(model, images, labels):
     return [name for name, _ in kernels], np.array([float(tf.norm(g)) for g in grads])
 
 
-def _all_layers(model):
+def all_layers(model):
     """Layers of `model` in order, descending into nested models."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
         else:
             yield layer
 

@@ -42,6 +42,13 @@ def _add_data_args(parser):
     parser.add_argument("--seed", type=int, default=0, help="seed for splits and training")
 
 
+def _add_experiment_args(parser):
+    parser.add_argument("--out", required=True, help="output folder (JSON, PNG plots)")
+    parser.add_argument("--depths", type=_positive_int, nargs="+", default=[20, 56],
+                        help="network depths, each 6n+2")
+    parser.add_argument("--image-size", type=_positive_int, default=32)
+
+
 def _load(args, image_size):
     images, labels = data_lib.load_flowers17(
         args.data, cache_dir=args.cache, image_size=(image_size, image_size)
@@ -183,10 +190,8 @@ def build_parser():
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("degradation", help="plain vs residual nets, same budget (He et al. Fig. 6)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--depths", type=_positive_int, nargs="+", default=[20, 56])
-    p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--image-size", type=_positive_int, default=32)
+    _add_experiment_args(p)
+    p.add_argument("--epochs", type=_positive_int, default=15)
     p.add_argument("--dataset", choices=("flowers17", "cifar10"), default="flowers17",
                    help="cifar10: the paper's setting, via keras.datasets (needs internet once)")
     p.add_argument("--train-per-class", type=_positive_int, default=None,
@@ -195,9 +200,7 @@ def build_parser():
     p.set_defaults(func=cmd_degradation)
 
     p = sub.add_parser("gradients", help="per-layer gradient norms at init, plain vs residual")
-    p.add_argument("--out", required=True)
-    p.add_argument("--depths", type=_positive_int, nargs="+", default=[20, 56])
-    p.add_argument("--image-size", type=_positive_int, default=32)
+    _add_experiment_args(p)
     p.add_argument("--batch", type=_positive_int, default=64)
     _add_data_args(p)
     p.set_defaults(func=cmd_gradients)
