@@ -161,6 +161,18 @@ def evaluate(model, images, labels, num_classes=data_lib.NUM_CLASSES, batch_size
     }
 
 
+def split_metrics(measured):
+    """Results fields from `evaluate` outputs per split: three accuracies, and the test
+    split's per-class accuracy and confusion matrix."""
+    return {
+        "train_accuracy": measured["train"]["accuracy"],
+        "val_accuracy": measured["val"]["accuracy"],
+        "test_accuracy": measured["test"]["accuracy"],
+        "per_class_accuracy": measured["test"]["per_class_accuracy"],
+        "confusion_matrix": measured["test"]["confusion_matrix"],
+    }
+
+
 def history_dict(history):
     """A Keras `History` (or dict) as `{metric: [float, ...]}`, JSON-ready."""
     values = history.history if hasattr(history, "history") else history
@@ -335,11 +347,7 @@ def train_classifier(
     results = {
         "name": name,
         "weights": "random init (trained from scratch)",
-        "train_accuracy": measured["train"]["accuracy"],
-        "val_accuracy": measured["val"]["accuracy"],
-        "test_accuracy": measured["test"]["accuracy"],
-        "per_class_accuracy": measured["test"]["per_class_accuracy"],
-        "confusion_matrix": measured["test"]["confusion_matrix"],
+        **split_metrics(measured),
         "wall_time_s": round(wall_time, 2),
         "params": int(model.count_params()),
         "history": history_dict(history),

@@ -248,8 +248,7 @@ def train_transfer(
         feature_time = time.perf_counter() - start
         with scope:
             head = head_model(model)
-            head.compile(optimizer=keras.optimizers.Adam(head_learning_rate),
-                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            training.compile_model(head, keras.optimizers.Adam(head_learning_rate))
         history = head.fit(
             features["train"], labels[train], validation_data=(features["val"], labels[val]),
             epochs=head_epochs, batch_size=batch_size, verbose=verbose,
@@ -258,8 +257,7 @@ def train_transfer(
         datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
                                           augment=False, seed=seed)
         with scope:
-            model.compile(optimizer=keras.optimizers.Adam(head_learning_rate),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            training.compile_model(model, keras.optimizers.Adam(head_learning_rate))
         history = model.fit(datasets["train"], validation_data=datasets["val"],
                             epochs=head_epochs, verbose=verbose, shuffle=False)
     head_time = time.perf_counter() - start
@@ -291,11 +289,7 @@ def train_transfer(
     results = {
         "name": "transfer",
         "weights": weights_label(weights),
-        "train_accuracy": measured["train"]["accuracy"],
-        "val_accuracy": measured["val"]["accuracy"],
-        "test_accuracy": measured["test"]["accuracy"],
-        "per_class_accuracy": measured["test"]["per_class_accuracy"],
-        "confusion_matrix": measured["test"]["confusion_matrix"],
+        **training.split_metrics(measured),
         "wall_time_s": round(head_time + (fine_time or 0.0), 2),
         "feature_time_s": round(feature_time, 2),
         "head_wall_time_s": round(head_time, 2),
