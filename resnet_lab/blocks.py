@@ -1,7 +1,10 @@
 """Residual blocks as functions on tensors (Keras functional API).
 
 Each block takes a 4-D `channels_last` tensor and returns one, adding named layers to the graph,
-so `model.summary()` shows every layer and models save and load without custom objects.
+so `model.summary()` shows every layer and models save and load without custom objects. Every
+layer is given `data_format="channels_last"` explicitly: Keras' global
+`keras.config.image_data_format()` would otherwise turn the convolutions to `channels_first`
+while BatchNorm, told `axis=-1`, kept normalising the last axis, a silently wrong graph.
 Layer names follow keras.applications (`conv2_block1_1_conv`, `..._0_conv`, `..._add`,
 `..._out`), which makes weight porting a matter of matching names.
 
@@ -12,28 +15,23 @@ References:
         arXiv:1706.02677.
 """
 
-import numbers
-
 import keras
 from keras import layers
+
+from resnet_lab.checks import check_choice, check_positive_int
 
 SHORTCUTS = ("projection", "identity", "none")
 STRIDE_AT = ("v1", "v1.5")
 
+# BatchNorm defaults of every builder, as keras.applications' ResNets: Keras' momentum and
+# Caffe's epsilon (1e-5, written 1.001e-5 so that cuDNN, which needs > 1e-5, accepts it).
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1.001e-5
+DATA_FORMAT = "channels_last"
+
 # Output channels = expansion * filters, as torchvision's `Block.expansion`: lets one stage
 # builder serve both block types.
 EXPANSION = {"basic": 1, "bottleneck": 4}
-
-
-def _check_choice(argument, value, allowed):
-    if value not in allowed:
-        options = ", ".join(repr(option) for option in allowed)
-        raise ValueError(f"`{argument}` must be one of {options}. Received: {argument}={value!r}")
-
-
-def _check_positive_int(argument, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{argument}` must be a positive integer. Received: {argument}={value!r}")
 
 
 def _check_block_args(x, filters, stride, shortcut, stride_at, expansion, zero_init):
@@ -43,10 +41,10 @@ def _check_block_args(x, filters, stride, shortcut, stride_at, expansion, zero_i
             "`x` must be a 4-D tensor (batch, height, width, channels) with a known channel "
             f"count. Received: x.shape={shape}"
         )
-    _check_positive_int("filters", filters)
-    _check_choice("stride", stride, (1, 2))
-    _check_choice("shortcut", shortcut, SHORTCUTS)
-    _check_choice("stride_at", stride_at, STRIDE_AT)
+    check_positive_int("filters", filters)
+    check_choice("stride", stride, (1, 2))
+    check_choice("shortcut", shortcut, SHORTCUTS)
+    check_choice("stride_at", stride_at, STRIDE_AT)
     if shortcut == "identity" and expansion * filters < shape[-1]:
         raise ValueError(
             '`shortcut="identity"` (option A) can only add channels, by zero padding: this '
@@ -71,6 +69,7 @@ def _conv(x, filters, kernel_size, stride, name, zero=False):
         padding="same" if kernel_size > 1 else "valid",
         use_bias=False,
         kernel_initializer="zeros" if zero else "he_normal",
+        data_format=DATA_FORMAT,
         name=name,
     )(x)
 
@@ -100,7 +99,8 @@ def _shortcut(x, preactivated, out_channels, *, stride, shortcut, preact, bn_mom
         return _bn(y, f"{name}_0_bn", bn_momentum, bn_epsilon)
     # Option A (He et al. 2015, Sec. 4.2): x[:, ::2, ::2, :], then zero channels appended.
     if stride == 2:
-        x = layers.MaxPooling2D(1, strides=2, name=f"{name}_0_pool")(x)
+        x = layers.MaxPooling2D(1, strides=2, data_format=DATA_FORMAT,
+                                name=f"{name}_0_pool")(x)
     if out_channels > in_channels:
         # Read as channels_first, ZeroPadding2D pads the last two axes (width, channels): a
         # built-in layer pads the channel axis, so saving needs no custom objects.
@@ -159,8 +159,8 @@ def basic_block(
     shortcut="projection",
     preact=False,
     zero_init=False,
-    bn_momentum=0.99,
-    bn_epsilon=1.001e-5,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
     name=None,
 ):
     """Basic residual block: two 3x3 convolutions (He et al. 2015, Fig. 2 left).
@@ -213,8 +213,8 @@ def bottleneck_block(
     stride_at="v1",
     preact=False,
     zero_init=False,
-    bn_momentum=0.99,
-    bn_epsilon=1.001e-5,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
     name=None,
 ):
     """Bottleneck residual block: 1x1, 3x3, 1x1 convolutions (He et al. 2015, Fig. 5 right).

@@ -5,7 +5,11 @@ blocks `conv2_block1_*`, head `avg_pool` / `predictions`):
 
 * ImageNet ResNet-18...152 (He et al. 2015, Table 1): `resnet`, `resnet18`, ..., `resnet152`.
 * CIFAR ResNets of depth 6n+2 (He et al. 2015, Sec. 4.2): `cifar_resnet`, `plain_cifar`.
-* The lab's small from-scratch network: `build_resnet` with `SEED_STAGES`.
+* The lab's small from-scratch network: `build_resnet` with `SEED_STAGES`, and `scratch_model`,
+  the same behind a `Rescaling` so that it takes pixels in 0..255 (`rescaled`).
+
+The three levels of keras.applications: a block (`resnet_lab.blocks`), a stage of blocks
+(`stage`, Keras' `stack`, d2l's `resnet_block`), one builder (`_build`).
 
 References:
     He et al. 2015, "Deep Residual Learning for Image Recognition", arXiv:1512.03385.
@@ -21,11 +25,13 @@ from keras import layers
 
 from resnet_lab.blocks import (
     BLOCKS,
+    BN_EPSILON,
+    BN_MOMENTUM,
+    DATA_FORMAT,
     SHORTCUTS,
     STRIDE_AT,
-    _check_choice,
-    _check_positive_int,
 )
+from resnet_lab.checks import check_choice, check_positive_int, is_positive_int
 
 # depth: (block type, blocks per stage); stage filters are IMAGENET_FILTERS (Table 1).
 IMAGENET_STAGES = {
@@ -51,7 +57,7 @@ def _check_input_shape(input_shape, total_stride):
             f"Received: input_shape={input_shape!r}"
         )
     height, width, channels = input_shape
-    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+    if not is_positive_int(channels):
         raise ValueError(
             "`input_shape` must end with a known channel count. "
             f"Received: input_shape={tuple(input_shape)}"
@@ -66,19 +72,48 @@ def _check_input_shape(input_shape, total_stride):
 
 
 def _check_stages(stages):
-    def positive(value):
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-
     if (
         not isinstance(stages, (tuple, list))
         or not stages
         or not all(isinstance(stage, (tuple, list)) and len(stage) == 2 for stage in stages)
-        or not all(positive(filters) and positive(blocks) for filters, blocks in stages)
+        or not all(is_positive_int(f) and is_positive_int(b) for f, b in stages)
     ):
         raise ValueError(
             "`stages` must be a non-empty sequence of (filters, blocks) pairs of positive "
             f"integers, e.g. {SEED_STAGES}. Received: stages={stages!r}"
         )
+
+
+def stage(x, block, filters, blocks, stride, name, **options):
+    """A stage: `blocks` residual blocks of one width; the first may downsample.
+
+    Keras' `stack` in keras.applications, d2l's `resnet_block`. The first block takes
+    `stride` and, where the shape changes, a shortcut that matches it (see `shortcut` in
+    `resnet_lab.blocks.basic_block`); the others keep the shape and use identity shortcuts.
+
+    Args:
+        x: 4-D input tensor.
+        block: `"basic"` or `"bottleneck"`.
+        filters: Filters of every block (bottlenecks output `4 * filters` channels).
+        blocks: Number of blocks, at least 1.
+        stride: Stride of the first block, `1` or `2`.
+        name: Stage prefix, e.g. `"conv3"`: blocks are named `conv3_block1`, `conv3_block2`, ...
+        **options: Block arguments shared by every block (`shortcut`, `preact`, `zero_init`,
+            `bn_momentum`, `bn_epsilon`, and `stride_at` for bottlenecks).
+
+    Returns:
+        The output tensor of the last block.
+
+    Raises:
+        ValueError: If `block` is unknown or `blocks` is not a positive integer, or a block
+            rejects its arguments.
+    """
+    check_choice("block", block, tuple(BLOCKS))
+    check_positive_int("blocks", blocks)
+    for index in range(1, blocks + 1):
+        x = BLOCKS[block](x, filters, stride=stride if index == 1 else 1,
+                          name=f"{name}_block{index}", **options)
+    return x
 
 
 def _build(
@@ -104,13 +139,13 @@ def _build(
     name,
 ):
     """Builds every ResNet in this module: stem, stages of blocks, head."""
-    _check_choice("block", block, tuple(BLOCKS))
-    _check_choice("shortcut", shortcut, SHORTCUTS)
-    _check_choice("stride_at", stride_at, STRIDE_AT)
-    _check_choice("pooling", pooling, POOLINGS)
-    _check_choice("stem_stride", stem_stride, (1, 2))
-    _check_positive_int("stem_filters", stem_filters)
-    _check_positive_int("num_classes", num_classes)
+    check_choice("block", block, tuple(BLOCKS))
+    check_choice("shortcut", shortcut, SHORTCUTS)
+    check_choice("stride_at", stride_at, STRIDE_AT)
+    check_choice("pooling", pooling, POOLINGS)
+    check_choice("stem_stride", stem_stride, (1, 2))
+    check_positive_int("stem_filters", stem_filters)
+    check_positive_int("num_classes", num_classes)
     _check_stages(stages)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
@@ -119,41 +154,33 @@ def _build(
     _check_input_shape(input_shape, total_stride)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = layers.ZeroPadding2D(stem_kernel // 2, name="conv1_pad")(inputs)
+    x = layers.ZeroPadding2D(stem_kernel // 2, data_format=DATA_FORMAT, name="conv1_pad")(inputs)
     x = layers.Conv2D(
         stem_filters,
         stem_kernel,
         strides=stem_stride,
         use_bias=False,
         kernel_initializer="he_normal",
+        data_format=DATA_FORMAT,
         name="conv1_conv",
     )(x)
-    if not preact:
-        # Pre-activation nets leave the stem bare: the first block's BN-ReLU activates it.
+    if not preact or stem_pool:
+        # A bare pre-activation stem lets the first block's BN-ReLU activate it (the CIFAR
+        # nets); a pooling stem is conv-BN-ReLU-pool in both orderings (He et al. 2016,
+        # ImageNet models), since max-pooling a raw convolution is not what they trained.
         x = layers.BatchNormalization(
             momentum=bn_momentum, epsilon=bn_epsilon, name="conv1_bn"
         )(x)
         x = layers.Activation("relu", name="conv1_relu")(x)
     if stem_pool:
-        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        x = layers.ZeroPadding2D(1, data_format=DATA_FORMAT, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, data_format=DATA_FORMAT, name="pool1_pool")(x)
 
-    block_fn = BLOCKS[block]
     options = {"stride_at": stride_at} if block == "bottleneck" else {}
-    for stage, (filters, blocks) in enumerate(stages, start=2):
-        for index in range(1, blocks + 1):
-            x = block_fn(
-                x,
-                filters,
-                stride=2 if stage > 2 and index == 1 else 1,
-                shortcut=shortcut,
-                preact=preact,
-                zero_init=zero_init_residual,
-                bn_momentum=bn_momentum,
-                bn_epsilon=bn_epsilon,
-                name=f"conv{stage}_block{index}",
-                **options,
-            )
+    for index, (filters, blocks) in enumerate(stages, start=2):
+        x = stage(x, block, filters, blocks, stride=1 if index == 2 else 2, name=f"conv{index}",
+                  shortcut=shortcut, preact=preact, zero_init=zero_init_residual,
+                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **options)
     if preact:
         # Pre-activation blocks end in an addition: normalise and activate once before the
         # head (He et al. 2016: "an extra activation right after its element-wise
@@ -162,14 +189,14 @@ def _build(
         x = layers.Activation("relu", name="post_relu")(x)
 
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="avg_pool")(x)
         if dropout:
             x = layers.Dropout(dropout, name="top_dropout")(x)
         x = layers.Dense(num_classes, activation=classifier_activation, name="predictions")(x)
     elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="avg_pool")(x)
     elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = layers.GlobalMaxPooling2D(data_format=DATA_FORMAT, name="max_pool")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -183,8 +210,8 @@ def resnet(
     stride_at="v1",
     preact=False,
     zero_init_residual=False,
-    bn_momentum=0.99,
-    bn_epsilon=1.001e-5,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
     name=None,
 ):
     """ImageNet ResNet of He et al. 2015 (Table 1), without conv biases.
@@ -222,7 +249,7 @@ def resnet(
         ValueError: If `depth` is not in `IMAGENET_STAGES`, `pooling` or `stride_at` is
             unknown, `input_shape` is not 3-D or smaller than the total stride (32).
     """
-    _check_choice("depth", depth, tuple(IMAGENET_STAGES))
+    check_choice("depth", depth, tuple(IMAGENET_STAGES))
     block, counts = IMAGENET_STAGES[depth]
     if input_shape is None:
         input_shape = (224, 224, 3) if include_top else (None, None, 3)
@@ -249,79 +276,104 @@ def resnet(
     )
 
 
-def resnet18(**kwargs):
-    """ResNet-18: basic blocks, (2, 2, 2, 2) per stage (He et al. 2015, Table 1).
-
-    Args:
-        **kwargs: Any argument of `resnet` but `depth`.
-
-    Returns:
-        A functional `keras.Model`.
-
-    Raises:
-        ValueError: As `resnet`.
-    """
-    return resnet(18, **kwargs)
-
-
-def resnet34(**kwargs):
-    """ResNet-34: basic blocks, (3, 4, 6, 3) per stage (He et al. 2015, Table 1).
-
-    Args:
-        **kwargs: Any argument of `resnet` but `depth`.
-
-    Returns:
-        A functional `keras.Model`.
-
-    Raises:
-        ValueError: As `resnet`.
-    """
-    return resnet(34, **kwargs)
+def resnet18(
+    include_top=True,
+    pooling=None,
+    input_shape=None,
+    num_classes=1000,
+    classifier_activation="softmax",
+    stride_at="v1",
+    preact=False,
+    zero_init_residual=False,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
+    name=None,
+):
+    """ResNet-18: basic blocks, (2, 2, 2, 2) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
+    return resnet(18, include_top=include_top, pooling=pooling, input_shape=input_shape,
+                  num_classes=num_classes, classifier_activation=classifier_activation,
+                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
+                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
 
 
-def resnet50(**kwargs):
-    """ResNet-50: bottleneck blocks, (3, 4, 6, 3) per stage (He et al. 2015, Table 1).
-
-    Args:
-        **kwargs: Any argument of `resnet` but `depth`.
-
-    Returns:
-        A functional `keras.Model`.
-
-    Raises:
-        ValueError: As `resnet`.
-    """
-    return resnet(50, **kwargs)
-
-
-def resnet101(**kwargs):
-    """ResNet-101: bottleneck blocks, (3, 4, 23, 3) per stage (He et al. 2015, Table 1).
-
-    Args:
-        **kwargs: Any argument of `resnet` but `depth`.
-
-    Returns:
-        A functional `keras.Model`.
-
-    Raises:
-        ValueError: As `resnet`.
-    """
-    return resnet(101, **kwargs)
+def resnet34(
+    include_top=True,
+    pooling=None,
+    input_shape=None,
+    num_classes=1000,
+    classifier_activation="softmax",
+    stride_at="v1",
+    preact=False,
+    zero_init_residual=False,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
+    name=None,
+):
+    """ResNet-34: basic blocks, (3, 4, 6, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
+    return resnet(34, include_top=include_top, pooling=pooling, input_shape=input_shape,
+                  num_classes=num_classes, classifier_activation=classifier_activation,
+                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
+                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
 
 
-def resnet152(**kwargs):
-    """ResNet-152: bottleneck blocks, (3, 8, 36, 3) per stage (He et al. 2015, Table 1).
+def resnet50(
+    include_top=True,
+    pooling=None,
+    input_shape=None,
+    num_classes=1000,
+    classifier_activation="softmax",
+    stride_at="v1",
+    preact=False,
+    zero_init_residual=False,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
+    name=None,
+):
+    """ResNet-50: bottleneck blocks, (3, 4, 6, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
+    return resnet(50, include_top=include_top, pooling=pooling, input_shape=input_shape,
+                  num_classes=num_classes, classifier_activation=classifier_activation,
+                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
+                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
 
-    Args:
-        **kwargs: Any argument of `resnet` but `depth`.
 
-    Returns:
-        A functional `keras.Model`.
+def resnet101(
+    include_top=True,
+    pooling=None,
+    input_shape=None,
+    num_classes=1000,
+    classifier_activation="softmax",
+    stride_at="v1",
+    preact=False,
+    zero_init_residual=False,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
+    name=None,
+):
+    """ResNet-101: bottleneck blocks, (3, 4, 23, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
+    return resnet(101, include_top=include_top, pooling=pooling, input_shape=input_shape,
+                  num_classes=num_classes, classifier_activation=classifier_activation,
+                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
+                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
 
-    Raises:
-        ValueError: As `resnet`.
-    """
-    return resnet(152, **kwargs)
+
+def resnet152(
+    include_top=True,
+    pooling=None,
+    input_shape=None,
+    num_classes=1000,
+    classifier_activation="softmax",
+    stride_at="v1",
+    preact=False,
+    zero_init_residual=False,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
+    name=None,
+):
+    """ResNet-152: bottleneck blocks, (3, 8, 36, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
+    return resnet(152, include_top=include_top, pooling=pooling, input_shape=input_shape,
+                  num_classes=num_classes, classifier_activation=classifier_activation,
+                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
+                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
 
 
 def cifar_resnet(
@@ -331,8 +383,8 @@ def cifar_resnet(
     shortcut="projection",
     preact=False,
     zero_init_residual=False,
-    bn_momentum=0.99,
-    bn_epsilon=1.001e-5,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
     name=None,
 ):
     """CIFAR ResNet of depth 6n+2 (He et al. 2015, Sec. 4.2).
@@ -361,12 +413,7 @@ def cifar_resnet(
         ValueError: If `depth` is not 6n+2 with n >= 1, `shortcut` is unknown,
             `zero_init_residual` is set without a shortcut, or `input_shape` is bad.
     """
-    if (
-        isinstance(depth, bool)
-        or not isinstance(depth, numbers.Integral)
-        or depth < 8
-        or (depth - 2) % 6
-    ):
+    if not is_positive_int(depth) or depth < 8 or (depth - 2) % 6:
         raise ValueError(
             "`depth` must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...). "
             f"Received: depth={depth!r}"
@@ -400,8 +447,8 @@ def plain_cifar(
     num_classes=10,
     input_shape=(32, 32, 3),
     preact=False,
-    bn_momentum=0.99,
-    bn_epsilon=1.001e-5,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
     name=None,
 ):
     """Plain CIFAR network of depth 6n+2: `cifar_resnet` with the shortcuts removed.
@@ -509,3 +556,56 @@ def build_resnet(
         dropout=dropout,
         name=name,
     )
+
+
+def rescaled(net, name=None):
+    """Wrap `net` so it takes pixels in 0..255: `Rescaling(1/255)` then `net`.
+
+    The lab's pipelines keep images in 0..255 and leave model-specific preprocessing to the
+    model, so one pipeline serves from-scratch and pretrained networks alike, and a saved
+    model carries its own preprocessing.
+
+    Args:
+        net: A `keras.Model` with a fixed input shape.
+        name: Name of the wrapping model (default: `net.name`).
+
+    Returns:
+        A `keras.Model` with layers `image`, `rescale` and `net` (nested).
+    """
+    inputs = keras.Input(net.input_shape[1:], name="image")
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    return keras.Model(inputs, net(x), name=name or net.name)
+
+
+def scratch_model(
+    image_size=64,
+    num_classes=17,
+    stages=SEED_STAGES,
+    stem_filters=16,
+    dropout=0.0,
+    name="scratch_resnet",
+):
+    """The from-scratch classifier: `build_resnet` behind a 0..255 -> 0..1 rescaling.
+
+    `resnet_lab.training.SCRATCH_RECIPE` holds the measured settings; `train_scratch` passes
+    them here.
+
+    Args:
+        image_size: Square input size in pixels (or `None` for any size).
+        num_classes: Number of classes.
+        stages: `(filters, blocks)` per stage, as in `build_resnet`.
+        stem_filters: Filters of the 3x3 stem convolution.
+        dropout: Dropout rate before the classifier.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` taking float images in 0..255.
+    """
+    net = build_resnet(
+        input_shape=(image_size, image_size, 3),
+        num_classes=num_classes,
+        stages=tuple(tuple(s) for s in stages),
+        stem_filters=stem_filters,
+        dropout=dropout,
+    )
+    return rescaled(net, name=name)

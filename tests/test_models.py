@@ -14,6 +14,7 @@ from resnet_lab.models import (
     resnet,
     resnet18,
     resnet50,
+    stage,
 )
 
 
@@ -211,9 +212,57 @@ def test_imagenet_options():
 
     preact = resnet50(include_top=False, pooling="avg", preact=True)
     layer_names = [layer.name for layer in preact.layers]
-    assert "conv1_bn" not in layer_names
+    # The ImageNet pre-activation stem is conv -> BN -> ReLU -> max-pool (He et al. 2016):
+    # the pool takes the activated convolution, not the raw one.
+    assert layer_names[1:7] == ["conv1_pad", "conv1_conv", "conv1_bn", "conv1_relu",
+                                "pool1_pad", "pool1_pool"]
     assert layer_names[-3:] == ["post_bn", "post_relu", "avg_pool"]
     assert preact.name == "preact_resnet50"
+
+
+def test_preact_cifar_stem_stays_bare():
+    # No pool in the CIFAR stem: the first unit's BN-ReLU activates the convolution.
+    names = [layer.name for layer in cifar_resnet(8, preact=True).layers]
+    assert "conv1_bn" not in names and "pool1_pool" not in names
+    assert names[names.index("conv1_conv") + 1] == "conv2_block1_preact_bn"
+
+
+def test_stage_builds_named_blocks_and_downsamples_once():
+    inputs = keras.Input((16, 16, 32))
+    outputs = stage(inputs, "bottleneck", 16, 3, stride=2, name="conv3", shortcut="projection")
+    model = keras.Model(inputs, outputs)
+    names = {layer.name for layer in model.layers}
+    assert {"conv3_block1_out", "conv3_block2_out", "conv3_block3_out"} <= names
+    assert "conv3_block4_out" not in names
+    assert outputs.shape == (None, 8, 8, 64)
+    strided = [layer.name for layer in model.layers if getattr(layer, "strides", None) == (2, 2)]
+    assert sorted(strided) == ["conv3_block1_0_conv", "conv3_block1_1_conv"]
+    with pytest.raises(ValueError, match=r"Received: blocks=0"):
+        stage(inputs, "basic", 16, 0, stride=1, name="s")
+
+
+@pytest.mark.parametrize("build", [
+    lambda: build_resnet(input_shape=(16, 16, 3), stages=((8, 1), (16, 1)), stem_filters=8,
+                         shortcut="identity"),
+    lambda: resnet18(input_shape=(32, 32, 3), num_classes=4),
+    lambda: cifar_resnet(8, input_shape=(16, 16, 3), preact=True),
+])
+def test_global_channels_first_setting_builds_the_same_network(build):
+    """Keras' global image_data_format must not change the graph: every layer says
+    channels_last (today's bug: convolutions followed the global flag, BatchNorm did not)."""
+    keras.utils.set_random_seed(0)
+    reference = build()
+    x = np.random.default_rng(0).random((2, *reference.input_shape[1:])).astype("float32")
+    before = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = build()
+    finally:
+        keras.config.set_image_data_format(before)
+    assert signature(model) == signature(reference)
+    model.set_weights(reference.get_weights())
+    np.testing.assert_allclose(model(x, training=False), reference(x, training=False),
+                               atol=1e-5)
 
 
 def test_saves_and_loads_without_custom_objects(tmp_path):
