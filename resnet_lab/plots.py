@@ -1,21 +1,42 @@
-"""Plots for the lab: curves, confusion matrices, sample grids, gradient flow, degradation.
+"""Plots for the lab: curves, confusion matrices, galleries, gradient flow, Grad-CAM, schedules.
 
-Every function takes plain data (history dicts, NumPy arrays), never a model, returns a
-`matplotlib.figure.Figure` and, given `path`, also saves it as a PNG. Figures are made without
-`pyplot`, so they work headless (CLI, tests) and display once when returned in a notebook.
+Every function takes plain data (history dicts, NumPy arrays, a callable for augmentation),
+never a model, returns a `LabFigure` and, given `path`, also saves it as a PNG. Figures are made
+without `pyplot`, so they work headless (CLI, tests) and are never shown twice. A `LabFigure` is
+a `matplotlib.figure.Figure` that renders itself as a PNG in IPython's display system
+(`_repr_png_`): `display(fig)`, or a figure as a cell's last expression, shows an image in
+Jupyter with no `%matplotlib inline`, in a live kernel or under `jupyter nbconvert --execute`.
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+DPI = 110
+
+
+class LabFigure(Figure):
+    """A matplotlib `Figure` that Jupyter displays as a PNG image.
+
+    A figure made without `pyplot` has no notebook display of its own: IPython shows its text
+    repr (`<Figure size 640x480 with 1 Axes>`) unless `%matplotlib inline` has registered a
+    formatter. `_repr_png_` is IPython's rich-display protocol, so every kernel renders it.
+    """
+
+    def _repr_png_(self):
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def save_figure(fig, path):
     """Save `fig` to `path` (PNG), creating the parent folder; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
 
 
@@ -35,9 +56,9 @@ def plot_history(histories, metrics=("accuracy", "loss"), path=None):
         path: Optional PNG path to save to.
 
     Returns:
-        The `matplotlib.figure.Figure`.
+        The `LabFigure`.
     """
-    fig = Figure(figsize=(5.5 * len(metrics), 4))
+    fig = LabFigure(figsize=(5.5 * len(metrics), 4))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         for i, (name, history) in enumerate(histories.items()):
@@ -65,13 +86,13 @@ def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=
         path: Optional PNG path to save to.
 
     Returns:
-        The `matplotlib.figure.Figure`.
+        The `LabFigure`.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if normalize:
         matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
-    fig = Figure(figsize=(0.45 * n + 2.5, 0.45 * n + 1.5))
+    fig = LabFigure(figsize=(0.38 * n + 2.2, 0.38 * n + 1.4))
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -103,11 +124,11 @@ def plot_samples(images, labels, class_names, predictions=None, n=16, cols=8, pa
         path: Optional PNG path to save to.
 
     Returns:
-        The `matplotlib.figure.Figure`.
+        The `LabFigure`.
     """
     n = min(n, len(images))
     rows = -(-n // cols)
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
+    fig = LabFigure(figsize=(1.6 * cols, 1.8 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
@@ -122,28 +143,52 @@ def plot_samples(images, labels, class_names, predictions=None, n=16, cols=8, pa
     return _finish(fig, path)
 
 
-def plot_gradient_norms(norms, title="Gradient norm per layer at initialisation", path=None):
+def plot_gradient_norms(norms, title="Gradient norm per layer at initialisation", path=None, *,
+                        sizes=None, ylabel=None):
     """Per-layer gradient norms against depth, one line per network, log scale.
+
+    A kernel's gradient norm grows with its size (a 3x3x256x256 kernel has 590k entries, the
+    first 3x3x3x16 only 432), so raw norms mix depth with width. Given `sizes`, each norm is
+    divided by the square root of its kernel's parameter count: the root-mean-square gradient
+    of one parameter, comparable across layers of any width.
 
     Args:
         norms: Mapping of network name to a sequence of gradient norms, input side first.
         title: Figure title.
         path: Optional PNG path to save to.
+        sizes: Optional number of kernel parameters per layer, in the order of the norms:
+            one sequence shared by every network, or a mapping of network name to sequence.
+        ylabel: Y-axis label; by default it says whether the norms are per parameter.
 
     Returns:
-        The `matplotlib.figure.Figure`.
+        The `LabFigure`.
+
+    Raises:
+        ValueError: If a network's `sizes` and norms differ in length.
     """
-    fig = Figure(figsize=(7, 4))
+    fig = LabFigure(figsize=(7, 3.6))
     ax = fig.subplots()
     for i, (name, values) in enumerate(norms.items()):
+        values = np.asarray(values, dtype=np.float64)
+        if sizes is not None:
+            size = np.asarray(sizes[name] if isinstance(sizes, dict) else sizes, np.float64)
+            if size.shape != values.shape:
+                raise ValueError(
+                    f"`sizes` must give one parameter count per norm of {name!r} "
+                    f"({len(values)}). Received: sizes with {size.size} entries"
+                )
+            values = values / np.sqrt(size)
         style = "--" if name.startswith("plain") else "-"
         ax.plot(np.arange(1, len(values) + 1), values, style, color=f"C{i}", label=name)
+    if ylabel is None:
+        ylabel = "‖∂loss/∂kernel‖ / √(#params)" if sizes is not None else "‖∂loss/∂kernel‖"
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer (input side → output side)")
-    ax.set_ylabel("‖∂loss/∂kernel‖")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=8)
     return _finish(fig, path)
 
 
@@ -159,9 +204,9 @@ def plot_degradation(histories, path=None):
         path: Optional PNG path to save to.
 
     Returns:
-        The `matplotlib.figure.Figure`.
+        The `LabFigure`.
     """
-    fig = Figure(figsize=(11, 4))
+    fig = LabFigure(figsize=(11, 4))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, family in zip(axes, ("plain", "resnet")):
         runs = [(name, h) for name, h in histories.items() if name.startswith(family)]
@@ -190,11 +235,11 @@ def plot_comparison(results, path=None):
         path: Optional PNG path to save to.
 
     Returns:
-        The `matplotlib.figure.Figure`.
+        The `LabFigure`.
     """
     keys = ("train_accuracy", "val_accuracy", "test_accuracy")
     names = list(results)
-    fig = Figure(figsize=(2.2 * len(names) + 2, 4))
+    fig = LabFigure(figsize=(2.2 * len(names) + 2, 4))
     ax = fig.subplots()
     width = 0.8 / len(keys)
     for k, key in enumerate(keys):
@@ -204,6 +249,254 @@ def plot_comparison(results, path=None):
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.legend()
+    ax.legend(fontsize=8, ncols=len(keys), loc="lower right", bbox_to_anchor=(1, 1), frameon=False)
     ax.grid(alpha=0.3, axis="y")
+    return _finish(fig, path)
+
+
+def _as_image(image):
+    """An image as uint8 for `imshow` (the lab keeps pixels on the 0..255 scale)."""
+    return np.clip(np.asarray(image, dtype=np.float64), 0, 255).astype(np.uint8)
+
+
+def _gallery(n, cols, cell=(1.5, 1.65)):
+    """A figure with a grid of at least `n` image panels, axes off; returns `(fig, axes)`."""
+    cols = max(1, min(cols, n))
+    rows = max(1, -(-n // cols))
+    fig = LabFigure(figsize=(cell[0] * cols, cell[1] * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    return fig, axes
+
+
+def plot_class_examples(images, labels, class_names, path=None, *, cols=6):
+    """One image per class with its name: what the network must tell apart.
+
+    Args:
+        images: Array `(N, H, W, 3)`, uint8 or float in 0..255.
+        labels: Integer class per image.
+        class_names: One name per class; the first image of each class is shown.
+        path: Optional PNG path to save to.
+        cols: Images per row.
+
+    Returns:
+        The `LabFigure`.
+    """
+    labels = np.asarray(labels)
+    fig, axes = _gallery(len(class_names), cols)
+    for c, name in enumerate(class_names):
+        found = np.flatnonzero(labels == c)
+        if found.size:
+            axes[c].imshow(_as_image(images[found[0]]))
+        axes[c].set_title(name if found.size else f"{name}\n(no image)", fontsize=9)
+    return _finish(fig, path)
+
+
+def plot_augmented(image, augment, n=8, seed=None, path=None, *, cols=9):
+    """One image and `n` random augmentations of it, as the network sees them in training.
+
+    Args:
+        image: One image `(H, W, 3)`, uint8 or float in 0..255.
+        augment: A callable taking a float32 batch `(1, H, W, 3)` and `training=True`, e.g.
+            `resnet_lab.augmentation(seed=0)`; called once per augmented version.
+        n: Number of augmented versions.
+        seed: If not `None`, `keras.utils.set_random_seed(seed)` is called first, so that
+            unseeded augmentation layers draw the same pictures every run. This reseeds
+            Python, NumPy and the backend globally; a seeded `augment` does not need it.
+        path: Optional PNG path to save to.
+        cols: Panels per row (the original counts as one).
+
+    Returns:
+        The `LabFigure`.
+    """
+    if seed is not None:
+        import keras  # Only here: the other plots do not need a backend.
+
+        keras.utils.set_random_seed(seed)
+    batch = np.asarray(image, dtype=np.float32)[None]
+    fig, axes = _gallery(n + 1, cols)
+    axes[0].imshow(_as_image(image))
+    axes[0].set_title("original", fontsize=9, fontweight="bold")
+    for i in range(1, n + 1):
+        axes[i].imshow(_as_image(np.asarray(augment(batch, training=True))[0]))
+        axes[i].set_title(f"augmented {i}", fontsize=9)
+    return _finish(fig, path)
+
+
+def plot_schedule(steps, learning_rates, warmup_steps=None, path=None, *, xlabel="step"):
+    """The learning-rate schedule: linear warm-up, then cosine decay (Goyal et al. 2017).
+
+    Args:
+        steps: Step (or epoch) of each value.
+        learning_rates: Learning rate at each step, e.g. `[float(schedule(s)) for s in steps]`.
+        warmup_steps: Optional end of the warm-up, marked with a dotted line.
+        path: Optional PNG path to save to.
+        xlabel: X-axis label (`"step"` or `"epoch"`).
+
+    Returns:
+        The `LabFigure`.
+    """
+    learning_rates = np.asarray(learning_rates, dtype=np.float64)
+    fig = LabFigure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, learning_rates, lw=2)
+    if warmup_steps:
+        ax.axvline(warmup_steps, ls=":", color="gray")
+        ax.annotate(" end of warm-up", (warmup_steps, 0.08), xycoords=("data", "axes fraction"),
+                    fontsize=8, color="gray")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("learning rate")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Learning-rate schedule: warm-up, then cosine decay")
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_misclassified(images, labels, predictions, class_names, n=16, path=None, *, cols=8):
+    """A gallery of misclassified images, each titled "true / predicted".
+
+    Args:
+        images: Array `(N, H, W, 3)`, uint8 or float in 0..255.
+        labels: True class per image.
+        predictions: Predicted class per image.
+        class_names: One name per class.
+        n: At most this many mistakes are shown, the first ones in order.
+        path: Optional PNG path to save to.
+        cols: Images per row.
+
+    Returns:
+        The `LabFigure`.
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    wrong = np.flatnonzero(labels != predictions)
+    shown = wrong[:n]
+    fig, axes = _gallery(max(len(shown), 1), cols)
+    for ax, i in zip(axes, shown):
+        ax.imshow(_as_image(images[i]))
+        ax.set_title(f"{class_names[labels[i]]} /\n{class_names[predictions[i]]}", fontsize=8,
+                     color="firebrick")
+    if not len(shown):
+        axes[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    fig.suptitle(f"Misclassified: {len(wrong)} of {len(labels)} (true / predicted)",
+                 fontsize=10)
+    return _finish(fig, path)
+
+
+def plot_per_class_accuracy(per_class, class_names, path=None):
+    """Per-class accuracy of several models side by side, one bar per model and class.
+
+    Args:
+        per_class: Mapping of model name to one accuracy (fraction) per class, e.g.
+            `{"scratch": [...], "transfer": [...]}`.
+        class_names: One name per class.
+        path: Optional PNG path to save to.
+
+    Returns:
+        The `LabFigure`.
+
+    Raises:
+        ValueError: If a model's accuracies are not one per class.
+    """
+    n, k = len(class_names), max(len(per_class), 1)
+    fig = LabFigure(figsize=(max(6.0, 0.16 * n * (k + 1) + 1), 3.4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / k
+    for j, (name, values) in enumerate(per_class.items()):
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (n,):
+            raise ValueError(
+                f"`per_class[{name!r}]` must hold one accuracy per class ({n}). "
+                f"Received: per_class[{name!r}] with shape {values.shape}"
+            )
+        ax.bar(np.arange(n) + (j - (k - 1) / 2) * width, 100 * values, width, label=name)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy per class")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, ncols=k, loc="lower right", bbox_to_anchor=(1, 1), frameon=False)
+    return _finish(fig, path)
+
+
+def plot_fine_tuning(history, fine_tune_start_epoch=None, path=None):
+    """Head training then fine-tuning as one curve, with a marker where fine-tuning starts.
+
+    Args:
+        history: A Keras-style history dict. Either the transfer results' format (`accuracy`,
+            `val_accuracy`, `loss`, `val_loss` of the head phase and `fine_tune_accuracy`,
+            `fine_tune_val_accuracy`, ... of the fine-tuning phase, concatenated here) or
+            one already-concatenated history.
+        fine_tune_start_epoch: Number of epochs before fine-tuning started; by default the
+            length of the head phase.
+        path: Optional PNG path to save to.
+
+    Returns:
+        The `LabFigure`.
+    """
+    curves = {key: list(values) + list(history.get(f"fine_tune_{key}", []))
+              for key, values in history.items() if not key.startswith("fine_tune_")}
+    if fine_tune_start_epoch is None:
+        fine_tune_start_epoch = len(history.get("accuracy", history.get("loss", [])))
+    fig = LabFigure(figsize=(10, 3.4), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "loss")):
+        for key, style, label in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
+            if curves.get(key):
+                ax.plot(np.arange(1, len(curves[key]) + 1), curves[key], style, label=label)
+        ax.axvline(fine_tune_start_epoch + 0.5, color="gray", ls=":")
+        ax.text(fine_tune_start_epoch + 0.5, 0.02, " fine-tuning →", color="gray", fontsize=8,
+                transform=ax.get_xaxis_transform())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Head training, then fine-tuning", fontsize=11)
+    return _finish(fig, path)
+
+
+def plot_gradcam(images, heatmaps, titles=None, path=None, *, alpha=0.45):
+    """Images (top row) and their Grad-CAM heatmaps laid over them (bottom row).
+
+    Each heatmap is stretched over its image (bilinear, by `imshow`'s `extent`), so a 7x7 map
+    from a network's last stage covers the whole picture (Selvaraju et al. 2017).
+
+    Args:
+        images: Array `(N, H, W, 3)`, uint8 or float in 0..255.
+        heatmaps: `N` 2-D arrays in [0, 1], any size.
+        titles: Optional title per image (e.g. "true / predicted").
+        path: Optional PNG path to save to.
+        alpha: Opacity of the heatmap (jet colour map).
+
+    Returns:
+        The `LabFigure`.
+
+    Raises:
+        ValueError: If the counts differ or a heatmap is not 2-D.
+    """
+    if len(images) != len(heatmaps):
+        raise ValueError(
+            "`heatmaps` must hold one map per image. "
+            f"Received: {len(images)} images, {len(heatmaps)} heatmaps"
+        )
+    n = len(images)
+    fig = LabFigure(figsize=(1.8 * n, 3.9), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for i in range(n):
+        heatmap = np.asarray(heatmaps[i], dtype=np.float64)
+        if heatmap.ndim != 2:
+            raise ValueError(
+                f"`heatmaps` must be 2-D. Received: heatmaps[{i}].shape={heatmap.shape}"
+            )
+        image = _as_image(images[i])
+        height, width = image.shape[:2]
+        axes[0, i].imshow(image)
+        axes[1, i].imshow(image)
+        axes[1, i].imshow(heatmap, cmap="jet", alpha=alpha, vmin=0, vmax=1,
+                          interpolation="bilinear",
+                          extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=8)
+        for ax in axes[:, i]:
+            ax.axis("off")
     return _finish(fig, path)
