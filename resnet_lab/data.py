@@ -1,39 +1,34 @@
-"""The Oxford 17-category flowers dataset: fetch, decode, split and feed it.
+"""The Oxford 17-category flowers dataset, split and fed; CIFAR-10 for the experiments.
 
 1,360 JPEGs, 17 classes of 80 images (Nilsback and Zisserman, "A Visual Vocabulary for Flower
 Classification", CVPR 2006). The official archive holds `jpg/image_0001.jpg` ...
 `jpg/image_1360.jpg`, ordered by class: images 1-80 are class 0, 81-160 class 1, and so on.
 
-Everything is cached in one folder (`RESNET_LAB_CACHE`, else the project's `data/`):
-
-    17flowers.tgz           the downloaded archive
-    17flowers/jpg/...       the extracted and validated images
-    17flowers/.complete     written last: an extraction without it is never trusted
-    17flowers_{H}x{W}.npy   decoded uint8 images, one file per image size
+`load_flowers17` decodes the images once per source and image size and caches them as
+`17flowers-<key>_{H}x{W}.npy` in the cache folder; fetching, checking and the cache layout
+live in `resnet_lab.download` (its names are re-exported here). `split_indices` is the one
+stratified splitter; `make_datasets` and `as_numpy` feed the splits to Keras.
 
 Set `RESNET_LAB_DATA` to a local archive, an extracted folder, a URL or a Google Drive id to
-load from there instead of the official URL.
+load from there instead of the official URL, and `RESNET_LAB_CACHE` to cache elsewhere.
 """
 
-import hashlib
-import inspect
 import math
 import os
-import re
-import shutil
-import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-import gdown
 import keras
 import numpy as np
-import tensorflow as tf
-from PIL import Image, ImageOps
-from tqdm.auto import tqdm
 
-OFFICIAL_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
-OFFICIAL_MD5 = "b59a65d8d1a99cd66944d474e1289eab"
+from resnet_lab import download
+from resnet_lab.download import (  # noqa: F401 (re-exported: the data API as it always was)
+    OFFICIAL_MD5,
+    OFFICIAL_URL,
+    DataError,
+    default_cache_dir,
+    fetch_flowers17,
+)
 
 CLASS_NAMES = (
     "Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip",
@@ -42,262 +37,7 @@ CLASS_NAMES = (
 )  # fmt: skip
 NUM_CLASSES = 17
 IMAGES_PER_CLASS = 80
-
-_NUM_IMAGES = NUM_CLASSES * IMAGES_PER_CLASS
-_NUMBERS = np.arange(1, _NUM_IMAGES + 1)
-_IMAGE_NAMES = tuple(f"image_{n:04d}.jpg" for n in _NUMBERS)
-_ARCHIVE = "17flowers.tgz"
-_EXTRACTED = "17flowers"
-_STAMP = ".complete"
-_DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "data"
-_DRIVE_ID = re.compile(r"[-\w]{25,}")
-# gdown 5 needs `fuzzy=True` to turn a Drive share link into a download; gdown 6 always does
-# and no longer accepts the argument.
-_FUZZY = {"fuzzy": True} if "fuzzy" in inspect.signature(gdown.download).parameters else {}
-# Python >= 3.11.4 (and backports) refuses unsafe members itself; our own check runs first
-# so that the error names the member.
-_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-
-
-class DataError(RuntimeError):
-    """The flowers data could not be fetched, checked or decoded; the message says why."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Fetching
-# ---------------------------------------------------------------------------------------------
-
-
-def fetch_flowers17(source=None, cache_dir=None, md5="auto", progress=True):
-    """Download (or find), verify and extract the flowers archive; return the image folder.
-
-    A validated extraction in `cache_dir` is reused whatever `source` is, so a second call
-    downloads nothing. A `cache_dir/17flowers.tgz` placed there by hand is used instead of
-    downloading. Every download and extraction goes to a temporary path inside `cache_dir`
-    and is moved into place only once checked: on any failure (including `KeyboardInterrupt`)
-    the cache is left as it was.
-
-    Args:
-        source: where the data comes from. `None` reads the `RESNET_LAB_DATA` environment
-            variable, else uses `OFFICIAL_URL`. Otherwise an http(s) URL, a Google Drive file
-            id or share link (handed to `gdown`), a local `.tgz` archive, or an extracted
-            folder that contains `jpg/` or the images themselves (used in place, not copied).
-        cache_dir: folder for the archive and its extraction. `None` reads `RESNET_LAB_CACHE`,
-            else uses the project's `data/` folder.
-        md5: expected md5 hex digest of the archive. `"auto"` checks `OFFICIAL_MD5` when
-            `source` is `OFFICIAL_URL` and nothing otherwise; `None` never checks. Not used
-            for an extracted folder.
-        progress: show `gdown`'s download progress bar.
-
-    Returns:
-        `pathlib.Path` of the folder holding `image_0001.jpg` ... `image_1360.jpg`.
-
-    Raises:
-        ValueError: `source` is not a URL, Drive id or existing path, or `md5` is malformed.
-        DataError: the download failed (offline?), the checksum differs, the server sent an
-            HTML page, the archive is truncated or holds an unsafe member, images are
-            missing, or a JPEG in the archive does not decode.
-    """
-    cache_dir = _cache_dir(cache_dir)
-    if source is None:
-        source = os.environ.get("RESNET_LAB_DATA") or OFFICIAL_URL
-    kind = _source_kind(source)
-    md5 = _resolve_md5(md5, source)
-    if kind == "folder":
-        folder = Path(source).expanduser()
-        folder = folder / "jpg" if (folder / "jpg").is_dir() else folder
-        _check_names(folder, where=f"folder {folder}")
-        return folder
-
-    extracted = cache_dir / _EXTRACTED
-    if _is_complete(extracted):
-        return extracted / "jpg"
-    created = not cache_dir.exists()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cached_archive = cache_dir / _ARCHIVE
-    temporaries = []
-    try:
-        downloaded = None
-        if kind == "archive":
-            archive = Path(source).expanduser()
-        elif cached_archive.is_file():
-            archive = cached_archive
-        else:
-            temporaries.append(Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir)))
-            archive = downloaded = temporaries[-1] / _ARCHIVE
-            _download(source, kind, archive, cached_archive, progress)
-        origin = archive if downloaded is None else source
-        _check_archive(archive, md5, origin, cached_archive)
-
-        temporaries.append(Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_dir)))
-        staging = temporaries[-1]
-        _extract(archive, staging)
-        _check_names(staging / "jpg", where=f"archive {archive}")
-        _check_jpegs(staging / "jpg", archive)
-
-        if _is_complete(extracted):  # another process finished first
-            return extracted / "jpg"
-        if downloaded is not None:
-            os.replace(downloaded, cached_archive)
-        if extracted.exists():  # a half-made extraction without its stamp
-            shutil.rmtree(extracted)
-        os.rename(staging, extracted)
-        (extracted / _STAMP).write_text(f"{_NUM_IMAGES}\n")
-    finally:
-        for path in temporaries:
-            shutil.rmtree(path, ignore_errors=True)
-        if created and not any(cache_dir.iterdir()):
-            cache_dir.rmdir()
-    return extracted / "jpg"
-
-
-def _cache_dir(cache_dir):
-    return Path(cache_dir or os.environ.get("RESNET_LAB_CACHE") or _DEFAULT_CACHE).expanduser()
-
-
-def _source_kind(source):
-    text = os.fspath(source)
-    if re.match(r"https?://", text):
-        return "url"
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return "folder"
-    if path.is_file():
-        return "archive"
-    if _DRIVE_ID.fullmatch(text):
-        return "drive_id"
-    raise ValueError(
-        "`source` must be an http(s) URL, a Google Drive file id or link, a local .tgz "
-        f"archive or an extracted folder; no such file or folder exists. Received: "
-        f"source={text!r}"
-    )
-
-
-def _resolve_md5(md5, source):
-    if md5 == "auto":
-        return OFFICIAL_MD5 if source == OFFICIAL_URL else None
-    if md5 is None or (isinstance(md5, str) and re.fullmatch(r"[0-9a-fA-F]{32}", md5)):
-        return None if md5 is None else md5.lower()
-    raise ValueError(
-        f'`md5` must be "auto", None or a 32-digit hex string. Received: md5={md5!r}'
-    )
-
-
-def _is_complete(extracted):
-    stamp = extracted / _STAMP
-    return stamp.is_file() and stamp.read_text().strip() == str(_NUM_IMAGES)
-
-
-def _download(source, kind, output, cached_archive, progress):
-    try:
-        if kind == "drive_id":
-            gdown.download(id=source, output=str(output), quiet=not progress)
-        else:
-            gdown.download(source, output=str(output), quiet=not progress, **_FUZZY)
-    except Exception as error:  # requests, gdown and OS errors all mean the same to the user
-        raise DataError(
-            f"Could not download the flowers archive from {source} ({error}). If you are "
-            f"offline or the server is down, download the archive by other means and place "
-            f"it at {cached_archive}, or set RESNET_LAB_DATA to a local archive or extracted "
-            f"folder."
-        ) from error
-    if not output.is_file():  # gdown 5 reports some failures by returning None
-        raise DataError(
-            f"Could not download the flowers archive from {source}. Place the archive at "
-            f"{cached_archive}, or set RESNET_LAB_DATA to a local archive or extracted folder."
-        )
-
-
-def _check_archive(archive, md5, origin, cached_archive):
-    with open(archive, "rb") as file:
-        head = file.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith((b"<!doctype html", b"<html")):
-        raise DataError(
-            f"Received an HTML page instead of the flowers archive from {origin}. Google Drive "
-            f"sends one when a file is over its download quota or is not shared with 'Anyone "
-            f"with the link'. Open the link in a browser, download the archive by hand and "
-            f"place it at {cached_archive}, or set RESNET_LAB_DATA to its path."
-        )
-    if not head.startswith(b"\x1f\x8b"):
-        raise DataError(
-            f"{archive} is not a gzip archive (it starts with {head[:8]!r}). Replace it with "
-            f"a good copy of 17flowers.tgz (if it sits in the cache, delete it and fetch again)."
-        )
-    if md5 is not None:
-        digest = hashlib.md5()
-        with open(archive, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != md5:
-            raise DataError(
-                f"Checksum mismatch for {origin}: expected md5 {md5}, received "
-                f"{digest.hexdigest()}. The file is damaged or is not the official archive: "
-                f"fetch again, or, if you trust this copy, pass md5=None or load it as a local "
-                f"source (source=its path, or RESNET_LAB_DATA)."
-            )
-
-
-def _extract(archive, destination):
-    def checked_members(tar):
-        for member in tar:
-            _check_member(member, archive)
-            yield member
-
-    try:
-        # Stream mode reads the archive once, checking each member before it is written.
-        with tarfile.open(archive, "r|gz") as tar:
-            tar.extractall(destination, members=checked_members(tar), **_DATA_FILTER)
-    except (tarfile.TarError, EOFError) as error:
-        if isinstance(error, tarfile.FilterError):
-            raise DataError(f"Refusing to extract {archive}: {error}.") from error
-        raise DataError(
-            f"Could not read {archive}: it is truncated or corrupt ({error}). Replace it with "
-            f"a good copy (if it sits in the cache, delete it and fetch again)."
-        ) from error
-
-
-def _check_member(member, archive):
-    name = member.name
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        problem = "an absolute path"
-    elif ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        problem = "a path that climbs out of the folder with '..'"
-    elif member.issym() or member.islnk():
-        problem = "a link"
-    elif not (member.isfile() or member.isdir()):
-        problem = "a device or other special file"
-    else:
-        return
-    raise DataError(
-        f"Refusing to extract {archive}: member {name!r} is {problem}. The archive is not the "
-        f"flowers dataset or has been tampered with; nothing was kept."
-    )
-
-
-def _check_names(folder, where):
-    present = set(os.listdir(folder)) if folder.is_dir() else set()
-    missing = [name for name in _IMAGE_NAMES if name not in present]
-    if missing:
-        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise DataError(
-            f"The {where} lacks {len(missing)} of the 1,360 images ({shown}). Expected the "
-            f"official layout jpg/image_0001.jpg ... jpg/image_1360.jpg: use a complete copy "
-            f"of 17flowers.tgz."
-        )
-
-
-def _check_jpegs(folder, archive):
-    for name in _IMAGE_NAMES:
-        try:
-            with Image.open(folder / name) as image:
-                # A decode at 1/8 scale in the DCT reads every byte but costs ~0.5 ms.
-                image.draft("RGB", (image.width // 8, image.height // 8))
-                image.load()
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            raise DataError(
-                f"{name} in {archive} is not a readable JPEG ({error}). The archive is "
-                f"corrupt: fetch it again."
-            ) from error
+_NUM_IMAGES = download.NUM_IMAGES  # NUM_CLASSES * IMAGES_PER_CLASS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,12 +51,13 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
     Each image is converted to RGB, scaled so that it just covers `image_size` (for a square
     target: its shorter side becomes the target) and center-cropped. The JPEG decoder first
     downscales in the DCT (`Image.draft`), then a bicubic resize finishes the job. The
-    decoded images are cached as `cache_dir/17flowers_{H}x{W}.npy` (labels follow from the
-    file numbers): a second load with the same size reads that file and touches neither the
-    network nor the JPEGs, whatever `source` is (the cache holds one copy of the dataset:
-    delete `cache_dir` to switch). A plain `.npy` reads in ~0.1 s at 224x224 (205 MB); the
-    same array in an `.npz` takes ~0.75 s, because `np.load` pulls it through `zipfile` in
-    256 KB chunks.
+    decoded images are cached as `cache_dir/17flowers-<key>_{H}x{W}.npy`, where `<key>`
+    names the source (`resnet_lab.download.source_key`: the archive's md5, or a fingerprint
+    of an extracted folder), and labels follow from the file numbers. A second load of the
+    same source and size reads that file and touches neither the network nor the JPEGs;
+    another source never gets those images. A plain `.npy` reads in ~0.1 s at 224x224
+    (205 MB); the same array in an `.npz` takes ~0.75 s, because `np.load` pulls it through
+    `zipfile` in 256 KB chunks.
 
     Args:
         source: where the data comes from; see `fetch_flowers17`.
@@ -333,16 +74,18 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
         ValueError: `image_size` is not a pair of positive integers, or `source` is invalid.
         DataError: fetching failed (see `fetch_flowers17`) or an image does not decode.
     """
-    height, width = _check_image_size(image_size)
-    cache_dir = _cache_dir(cache_dir)
-    labels = ((_NUMBERS - 1) // IMAGES_PER_CLASS).astype(np.int32)
-    cached = cache_dir / f"17flowers_{height}x{width}.npy"
-    if cached.is_file():
-        return np.load(cached), labels
+    from tqdm.auto import tqdm  # noqa: PLC0415 (only decoding shows a progress bar)
 
-    folder = fetch_flowers17(source, cache_dir, progress=progress)
+    height, width = _check_image_size(image_size)
+    cache_dir = download.resolve_cache_dir(cache_dir)
+    labels = (np.arange(_NUM_IMAGES) // IMAGES_PER_CLASS).astype(np.int32)
+    key = download.source_key(source, cache_dir)
+    if key is not None and _decoded(cache_dir, key, height, width).is_file():
+        return np.load(_decoded(cache_dir, key, height, width)), labels
+
+    folder, key = download.fetch_keyed(source, cache_dir, progress=progress)
     images = np.empty((_NUM_IMAGES, height, width, 3), np.uint8)
-    names = tqdm(_IMAGE_NAMES, desc="Decoding 17flowers", unit="img", disable=not progress)
+    names = tqdm(download.IMAGE_NAMES, desc="Decoding 17flowers", unit="img", disable=not progress)
     for i, name in enumerate(names):
         images[i] = _decode(folder / name, height, width)
 
@@ -351,11 +94,15 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
     try:
         with os.fdopen(handle, "wb") as file:
             np.save(file, images)
-        os.replace(partial, cached)
+        os.replace(partial, _decoded(cache_dir, key, height, width))
     finally:
         if os.path.exists(partial):
             os.remove(partial)
     return images, labels
+
+
+def _decoded(cache_dir, key, height, width):
+    return cache_dir / f"17flowers-{key}_{height}x{width}.npy"
 
 
 def _check_image_size(image_size):
@@ -372,6 +119,8 @@ def _check_image_size(image_size):
 
 
 def _decode(path, height, width):
+    from PIL import Image, ImageOps  # noqa: PLC0415 (importing the data API needs no Pillow)
+
     try:
         with Image.open(path) as image:
             scale = max(width / image.width, height / image.height)
@@ -385,6 +134,33 @@ def _decode(path, height, width):
         ) from error
 
 
+def read_image(path, image_size=(224, 224)):
+    """One photo of any size and any format Pillow reads, decoded as the flowers are.
+
+    Converted to RGB, scaled to cover `image_size` and center-cropped (`load_flowers17`'s
+    decoding), so a model trained here sees a user's photo as it saw its training images.
+
+    Args:
+        path: Path of a JPEG, PNG, ... file.
+        image_size: `(height, width)` to return.
+
+    Returns:
+        uint8 array `(height, width, 3)`.
+
+    Raises:
+        ValueError: If the file is missing or is not an image Pillow can read.
+    """
+    height, width = _check_image_size(image_size)
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"No file at {path}. Received: path={str(path)!r}")
+    try:
+        return _decode(path, height, width)
+    except DataError as error:
+        raise ValueError(f"{path} is not an image Pillow can read ({error.__cause__}). "
+                         f"Received: path={str(path)!r}") from error
+
+
 # ---------------------------------------------------------------------------------------------
 # Splits
 # ---------------------------------------------------------------------------------------------
@@ -396,22 +172,26 @@ def split_indices(labels, seed=0, per_class=(40, 20, 20)):
     The official protocol uses 40 train, 20 val and 20 test images per class (three random
     splits ship as `datasplits.mat`); this draws such splits from a seed instead. Each class
     gets its own generator, seeded with `(seed, class)`, that permutes the class's indices
-    (taken in ascending order). So a class's split depends only on the seed, its label and
-    where its images sit in `labels`: not on the order or presence of other classes, nor on
-    whether `labels` is a list or an array of any integer dtype.
+    taken in ascending order; train takes the first images of that permutation, then val,
+    then test. So a class's split depends only on the seed, its label and the positions of
+    its own images in `labels`: not on where other classes' images sit, in what order, or
+    whether they are there at all, nor on whether `labels` is a list or an array of any
+    integer dtype.
 
     Args:
         labels: non-empty 1-D sequence of non-negative integer class labels.
         seed: non-negative integer seed.
         per_class: `(train, val, test)` image counts drawn from every class. Images beyond
-            their sum are left out.
+            their sum are left out. `train` may be `None`: every image of the class that val
+            and test leave.
 
     Returns:
         `dict(train=..., val=..., test=...)` of sorted int64 index arrays into `labels`.
 
     Raises:
         ValueError: `labels` is not 1-D non-negative integers, `per_class` is not three
-            non-negative integers, or a class has fewer images than `sum(per_class)`.
+            non-negative integers (train may be `None`), or a class has fewer images than
+            `per_class` asks for.
     """
     labels = np.asarray(labels)
     integers = labels.size > 0 and np.issubdtype(labels.dtype, np.integer)
@@ -423,25 +203,75 @@ def split_indices(labels, seed=0, per_class=(40, 20, 20)):
     if not (
         isinstance(per_class, (tuple, list))
         and len(per_class) == 3
-        and all(isinstance(n, (int, np.integer)) and n >= 0 for n in per_class)
+        and (per_class[0] is None or _is_count(per_class[0]))
+        and _is_count(per_class[1])
+        and _is_count(per_class[2])
     ):
         raise ValueError(
-            "`per_class` must be three non-negative integers (train, val, test). Received: "
-            f"per_class={per_class!r}"
+            "`per_class` must be three non-negative integers (train, val, test), train "
+            f"possibly None (all the rest). Received: per_class={per_class!r}"
         )
-    ends = np.cumsum(per_class)
+    train, val, test = per_class
+    need = val + test + (train or 0)
     parts = {"train": [], "val": [], "test": []}
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        if len(members) < ends[-1]:
+        if len(members) < need:
             raise ValueError(
-                f"`per_class` asks for {ends[-1]} images per class but class {label} has "
-                f"only {len(members)}. Received: per_class={tuple(per_class)!r}"
+                f"`per_class` asks for {need} images per class but class {label} has only "
+                f"{len(members)}. Received: per_class={tuple(per_class)!r}"
             )
         members = np.random.default_rng([seed, int(label)]).permutation(members)
+        ends = np.cumsum([len(members) - val - test if train is None else train, val, test])
         for name, part in zip(parts, np.split(members[: ends[-1]], ends[:2])):
             parts[name].append(part)
     return {name: np.sort(np.concatenate(part)).astype(np.int64) for name, part in parts.items()}
+
+
+def _is_count(value):
+    """A non-negative integer (Python or NumPy), and not a `bool`."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+
+
+def load_cifar10(train_per_class=None, val_per_class=500, seed=0):
+    """CIFAR-10 as the paper used it, for the degradation experiment (needs internet once).
+
+    Downloads through `keras.datasets.cifar10` (cached by Keras in `~/.keras/datasets`). The
+    validation split is held out of the 50,000 training images, stratified and seeded by
+    `split_indices`; the test split is CIFAR-10's own 10,000 test images.
+
+    Args:
+        train_per_class: Training images per class (`None`: all that remain, 4,500 with the
+            default validation size). Fewer make a CPU run affordable.
+        val_per_class: Validation images per class, held out of the training set.
+        seed: Seed for the split.
+
+    Returns:
+        `(images, labels, splits)` like `load_flowers17` + `split_indices`: uint8 images
+        `(60000, 32, 32, 3)`, int32 labels, and index arrays `train`, `val`, `test`.
+
+    Raises:
+        ValueError: If the split sizes are not non-negative integers (`train_per_class` may
+            be `None`) or exceed 5,000 per class.
+    """
+    if not ((train_per_class is None or _is_count(train_per_class)) and _is_count(val_per_class)):
+        raise ValueError(
+            "`train_per_class` and `val_per_class` must be non-negative integers "
+            "(`train_per_class` may be None: all that remain). Received: "
+            f"train_per_class={train_per_class!r}, val_per_class={val_per_class!r}"
+        )
+    if (train_per_class or 0) + val_per_class > 5000:
+        raise ValueError(
+            "`train_per_class + val_per_class` must be at most 5000 (CIFAR-10 has 5,000 "
+            f"training images per class). Received: train_per_class={train_per_class}, "
+            f"val_per_class={val_per_class}"
+        )
+    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    images = np.concatenate([x_train, x_test]).astype(np.uint8)
+    labels = np.concatenate([y_train.ravel(), y_test.ravel()]).astype(np.int32)
+    splits = split_indices(labels[: len(x_train)], seed, (train_per_class, val_per_class, 0))
+    splits["test"] = np.arange(len(x_train), len(images), dtype=np.int64)
+    return images, labels, splits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,6 +333,8 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
         ValueError: `images`, `labels` or `splits` have the wrong shape or keys, `batch_size`
             is not positive or larger than the training split, or `image_size` is malformed.
     """
+    import tensorflow as tf  # noqa: PLC0415 (tf.data only: the rest of the lab runs on any backend)
+
     images, labels = _check_arrays(images, labels, splits)
     if images.dtype != np.uint8:
         raise ValueError(
@@ -527,9 +359,7 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
         if size is not None and size != images.shape[1:3]:
             ds = ds.map(lambda x, y: (_resize_uint8(x, size), y), num_parallel_calls=auto)
         ds = ds.cache()
-        if train:
-            ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size, drop_remainder=train)
+        ds = shuffled_batches(ds, len(index), batch_size, seed) if train else ds.batch(batch_size)
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=auto)
         if train and augmenter is not None:
             ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=auto)
@@ -542,7 +372,30 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
     return datasets
 
 
+def shuffled_batches(dataset, size, batch_size, seed):
+    """The training order of every pipeline in the lab: shuffle, batch, drop the remainder.
+
+    All `size` elements are shuffled with `seed` and reshuffled every epoch; the last
+    incomplete batch is dropped, since BatchNorm statistics from a tiny batch are noisy. The
+    transfer head on cached features goes through this too, so with the same seed it sees
+    the same images in the same batches as the head trained on images.
+
+    Args:
+        dataset: An unbatched `tf.data.Dataset` of `size` elements.
+        size: Its number of elements (the shuffle buffer holds them all).
+        batch_size: Elements per batch.
+        seed: Shuffle seed.
+
+    Returns:
+        The batched `tf.data.Dataset`.
+    """
+    dataset = dataset.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=True)
+
+
 def _resize_uint8(image, size):
+    import tensorflow as tf  # noqa: PLC0415
+
     resized = tf.image.resize(image, size, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 

@@ -2,7 +2,7 @@
 
 `make_archive` writes a tiny archive in the official 17flowers layout (`jpg/image_0001.jpg`
 ... `jpg/image_1360.jpg` and `jpg/files.txt`), optionally broken in one of the ways
-`resnet_lab.data` must detect. `serve` runs `http.server` on 127.0.0.1 and counts requests.
+`resnet_lab.download` must detect. `serve` runs `http.server` on 127.0.0.1 and counts requests.
 
 Use the fixtures by importing them into a test module:
 

@@ -1,15 +1,20 @@
-"""Tests for resnet_lab.data: fetching (the real gdown code path, over 127.0.0.1 only),
-decoding, splits and tf.data pipelines, on archives the tests build themselves."""
+"""Tests for resnet_lab.data and resnet_lab.download: fetching (the real gdown code path, over
+127.0.0.1 only), the cache keyed by source, decoding, splits, CIFAR-10 and tf.data pipelines,
+on archives the tests build themselves."""
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
 
+import gdown
 import keras
 import numpy as np
 import pytest
@@ -17,7 +22,7 @@ from PIL import Image
 
 from flowers_fixture import PALETTE, make_archive, serve
 from flowers_fixture import flowers_server, tiny_archive  # noqa: F401 (fixtures)
-from resnet_lab import data
+from resnet_lab import data, download
 from resnet_lab.data import (
     CLASS_NAMES,
     IMAGES_PER_CLASS,
@@ -28,6 +33,7 @@ from resnet_lab.data import (
     as_numpy,
     augmentation,
     fetch_flowers17,
+    load_cifar10,
     load_flowers17,
     make_datasets,
     split_indices,
@@ -51,11 +57,11 @@ def listing(folder):
     return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
 
 
-def half_made_cache(tmp_path):
+def half_made_cache(tmp_path, extraction="17flowers"):
     """A cache holding an unrelated file and an interrupted extraction (no stamp)."""
     cache = tmp_path / "cache"
-    (cache / "17flowers" / "jpg").mkdir(parents=True)
-    (cache / "17flowers" / "jpg" / "image_0001.jpg").write_bytes(b"half")
+    (cache / extraction / "jpg").mkdir(parents=True)
+    (cache / extraction / "jpg" / "image_0001.jpg").write_bytes(b"half")
     (cache / "notes.txt").write_text("keep me")
     return cache
 
@@ -72,6 +78,14 @@ def fake_gdown(calls, archive=None):
     return download
 
 
+def md5_of(path):
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def forbidden(*args, **kwargs):
+    raise AssertionError("the cache should have answered")
+
+
 # ---------------------------------------------------------------------------------------------
 # Fetching
 # ---------------------------------------------------------------------------------------------
@@ -80,12 +94,13 @@ def fake_gdown(calls, archive=None):
 def test_download_verify_extract_and_load(flowers_server, tiny_archive, tmp_path):
     url = flowers_server.url + "/17flowers.tgz"
     cache = tmp_path / "cache"
-    md5 = hashlib.md5(tiny_archive.read_bytes()).hexdigest()
+    md5 = md5_of(tiny_archive)
+    key = md5[:12]
 
     folder = fetch_flowers17(url, cache, md5=md5, progress=False)
-    assert folder == cache / "17flowers" / "jpg"
-    assert (cache / "17flowers.tgz").read_bytes() == tiny_archive.read_bytes()
-    assert (cache / "17flowers" / ".complete").is_file()
+    assert folder == cache / f"17flowers-{key}" / "jpg"
+    assert (cache / f"17flowers-{key}.tgz").read_bytes() == tiny_archive.read_bytes()
+    assert (cache / f"17flowers-{key}" / ".complete").read_text() == md5 + "\n"
     assert len(list(folder.glob("image_*.jpg"))) == 1360
 
     images, labels = load_flowers17(url, cache, image_size=(8, 8), progress=False)
@@ -96,10 +111,12 @@ def test_download_verify_extract_and_load(flowers_server, tiny_archive, tmp_path
     class_colours = images.reshape(17, 80, -1, 3).mean(axis=(1, 2))
     np.testing.assert_allclose(class_colours, PALETTE, atol=15)
     assert flowers_server.requests == ["/17flowers.tgz"]
-    assert sorted(os.listdir(cache)) == ["17flowers", "17flowers.tgz", "17flowers_8x8.npy"]
+    assert sorted(os.listdir(cache)) == [
+        *(f"17flowers-{key}{end}" for end in ("", ".tgz", "_8x8.npy")), "sources.json"
+    ]
 
 
-def test_second_call_downloads_nothing(flowers_server, tmp_path):
+def test_second_call_downloads_nothing(flowers_server, tiny_archive, tmp_path):
     url = flowers_server.url + "/17flowers.tgz"
     cache = tmp_path / "cache"
     first = fetch_flowers17(url, cache, progress=False)
@@ -107,6 +124,8 @@ def test_second_call_downloads_nothing(flowers_server, tmp_path):
     load_flowers17(url, cache, image_size=(8, 8), progress=False)
     load_flowers17(url, cache, image_size=(4, 4), progress=False)
     assert len(flowers_server.requests) == 1
+    # No md5 was expected: the cache records the one the URL gave, to find it next time.
+    assert json.loads((cache / "sources.json").read_text()) == {url: md5_of(tiny_archive)}
 
 
 def test_cached_arrays_load_fast_and_cannot_be_corrupted(tiny_archive, tmp_path):
@@ -185,10 +204,10 @@ def test_interrupt_leaves_cache_as_it_was(stage, tiny_archive, tmp_path, monkeyp
         raise KeyboardInterrupt
 
     if stage == "download":
-        monkeypatch.setattr(data.gdown, "download", interrupted_download)
+        monkeypatch.setattr(gdown, "download", interrupted_download)
     else:
-        monkeypatch.setattr(data.gdown, "download", fake_gdown([], tiny_archive))
-        monkeypatch.setattr(data, "_check_jpegs", interrupted_check)
+        monkeypatch.setattr(gdown, "download", fake_gdown([], tiny_archive))
+        monkeypatch.setattr(download, "_check_jpegs", interrupted_check)
     cache = half_made_cache(tmp_path)
     before = listing(cache)
     with pytest.raises(KeyboardInterrupt):
@@ -199,19 +218,20 @@ def test_interrupt_leaves_cache_as_it_was(stage, tiny_archive, tmp_path, monkeyp
 def test_local_archive_is_extracted_not_copied_and_replaces_a_half_made_one(
     tiny_archive, tmp_path
 ):
-    cache = half_made_cache(tmp_path)
+    extraction = f"17flowers-{md5_of(tiny_archive)[:12]}"
+    cache = half_made_cache(tmp_path, extraction)
     folder = fetch_flowers17(tiny_archive, cache, progress=False)
-    assert folder == cache / "17flowers" / "jpg"
+    assert folder == cache / extraction / "jpg"
     with Image.open(folder / "image_0001.jpg") as image:
         assert image.size == (8, 8)
-    assert sorted(os.listdir(cache)) == ["17flowers", "notes.txt"]
+    assert sorted(os.listdir(cache)) == [extraction, "notes.txt"]
 
 
 def test_official_url_is_the_default_and_checks_the_official_md5(
     tiny_archive, tmp_path, monkeypatch
 ):
     calls = []
-    monkeypatch.setattr(data.gdown, "download", fake_gdown(calls, tiny_archive))
+    monkeypatch.setattr(gdown, "download", fake_gdown(calls, tiny_archive))
     with pytest.raises(DataError, match=f"expected md5 {OFFICIAL_MD5}"):
         fetch_flowers17(cache_dir=tmp_path / "cache", progress=False)
     assert calls == [{"url": OFFICIAL_URL}]
@@ -229,20 +249,36 @@ SHARE_LINK = f"https://drive.google.com/file/d/{DRIVE_ID}/view?usp=sharing"
 )
 def test_google_drive_sources_go_to_gdown(source, call, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(data.gdown, "download", fake_gdown(calls))  # downloads nothing
+    monkeypatch.setattr(gdown, "download", fake_gdown(calls))  # downloads nothing
     with pytest.raises(DataError, match="Could not download"):
         fetch_flowers17(source, tmp_path / "cache", progress=False)
     assert calls == [call]
 
 
-def test_archive_placed_in_the_cache_is_used_instead_of_downloading(
-    flowers_server, tiny_archive, tmp_path
+def test_official_archive_in_the_cache_is_used_instead_of_downloading(
+    tiny_archive, tmp_path, monkeypatch
 ):
+    md5 = md5_of(tiny_archive)
+    monkeypatch.setattr(download, "OFFICIAL_MD5", md5)  # the tiny archive plays the official one
+    calls = []
+    monkeypatch.setattr(gdown, "download", fake_gdown(calls, tiny_archive))
     cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copy(tiny_archive, cache / "17flowers.tgz")
-    fetch_flowers17(flowers_server.url + "/17flowers.tgz", cache, progress=False)
-    assert flowers_server.requests == []
+    jpg = cache / f"17flowers-{md5[:12]}" / "jpg"
+
+    # A downloaded official archive keeps its name...
+    assert fetch_flowers17(cache_dir=cache, progress=False) == jpg
+    assert calls == [{"url": OFFICIAL_URL}]
+    assert (cache / "17flowers.tgz").read_bytes() == tiny_archive.read_bytes()
+    # ...so that, like one placed there by hand (no extraction, no record), it is used.
+    shutil.rmtree(jpg.parent)
+    (cache / "sources.json").unlink()
+    assert fetch_flowers17(cache_dir=cache, progress=False) == jpg
+    assert len(calls) == 1
+
+    # Another URL's archive may be anything: the official archive does not stand in for it.
+    other = "https://example.invalid/17flowers.tgz"
+    fetch_flowers17(other, cache, progress=False)
+    assert calls[1:] == [{"url": other}]
 
 
 def test_extracted_folder_is_used_in_place(tiny_archive, tmp_path):
@@ -253,6 +289,8 @@ def test_extracted_folder_is_used_in_place(tiny_archive, tmp_path):
     assert fetch_flowers17(tmp_path / "flowers", cache) == jpg
     assert fetch_flowers17(str(jpg), cache) == jpg
     assert not cache.exists()
+    key = download.source_key(jpg)
+    assert download.source_key(tmp_path / "flowers") == key
     images, labels = load_flowers17(jpg, cache, image_size=(8, 8), progress=False)
     assert images.shape == (1360, 8, 8, 3)
     np.testing.assert_array_equal(labels, EXPECTED_LABELS)
@@ -260,7 +298,7 @@ def test_extracted_folder_is_used_in_place(tiny_archive, tmp_path):
     (jpg / "image_0003.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"Could not decode image_0003\.jpg"):
         load_flowers17(jpg, cache, image_size=(4, 4), progress=False)
-    assert sorted(os.listdir(cache)) == ["17flowers_8x8.npy"]
+    assert os.listdir(cache) == [f"17flowers-{key}_8x8.npy"]
     (jpg / "image_0002.jpg").unlink()
     with pytest.raises(DataError, match=r"folder .* lacks 1 of the 1,360 images \(image_0002"):
         fetch_flowers17(jpg, cache)
@@ -269,10 +307,143 @@ def test_extracted_folder_is_used_in_place(tiny_archive, tmp_path):
 def test_environment_variables_choose_source_and_cache(tiny_archive, tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_LAB_DATA", str(tiny_archive))
     monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "elsewhere"))
-    assert fetch_flowers17(progress=False) == tmp_path / "elsewhere" / "17flowers" / "jpg"
+    key = md5_of(tiny_archive)[:12]
+    assert fetch_flowers17(progress=False) == tmp_path / "elsewhere" / f"17flowers-{key}" / "jpg"
     images, _ = load_flowers17(image_size=(4, 4), progress=False)
     assert images.shape == (1360, 4, 4, 3)
-    assert (tmp_path / "elsewhere" / "17flowers_4x4.npy").is_file()
+    assert (tmp_path / "elsewhere" / f"17flowers-{key}_4x4.npy").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# One cache, many sources
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_archive(tmp_path_factory):
+    """A second valid archive whose images differ from `tiny_archive`'s (12x12, not 8x8)."""
+    return make_archive(tmp_path_factory.mktemp("other_archive") / "17flowers.tgz", size=(12, 12))
+
+
+@pytest.fixture(scope="module")
+def expected_images(tiny_archive, other_archive, tmp_path_factory):
+    """Each archive's 8x8 images, each decoded in a cache of its own."""
+    return {
+        name: load_flowers17(archive, tmp_path_factory.mktemp(name), (8, 8), progress=False)[0]
+        for name, archive in (("tiny", tiny_archive), ("other", other_archive))
+    }
+
+
+def test_one_cache_gives_each_archive_its_own_images(
+    tiny_archive, other_archive, expected_images, tmp_path, monkeypatch
+):
+    tiny, other = expected_images["tiny"], expected_images["other"]
+    assert not np.array_equal(tiny, other)
+    cache = tmp_path / "cache"
+
+    def load(archive):
+        return load_flowers17(archive, cache, (8, 8), progress=False)[0]
+
+    np.testing.assert_array_equal(load(tiny_archive), tiny)
+    np.testing.assert_array_equal(load(other_archive), other)  # not the first archive's
+    assert fetch_flowers17(tiny_archive, cache) != fetch_flowers17(other_archive, cache)
+
+    # Both stay cached: switching back decodes and extracts nothing.
+    monkeypatch.setattr(data, "_decode", forbidden)
+    monkeypatch.setattr(download, "_extract", forbidden)
+    np.testing.assert_array_equal(load(tiny_archive), tiny)
+    np.testing.assert_array_equal(load(other_archive), other)
+    keys = [md5_of(archive)[:12] for archive in (tiny_archive, other_archive)]
+    assert sorted(os.listdir(cache)) == sorted(
+        f"17flowers-{key}{end}" for key in keys for end in ("", "_8x8.npy")
+    )
+
+
+def test_one_cache_gives_each_url_its_own_images_and_downloads_each_once(
+    tiny_archive, other_archive, expected_images, tmp_path
+):
+    (tmp_path / "www").mkdir()
+    shutil.copy(tiny_archive, tmp_path / "www" / "tiny.tgz")
+    shutil.copy(other_archive, tmp_path / "www" / "other.tgz")
+    cache = tmp_path / "cache"
+    with serve(tmp_path / "www") as served:
+        urls = {name: f"{served.url}/{name}.tgz" for name in ("tiny", "other")}
+        for _ in range(2):
+            for name, url in urls.items():
+                images, _ = load_flowers17(url, cache, (8, 8), progress=False)
+                np.testing.assert_array_equal(images, expected_images[name])
+                assert fetch_flowers17(url, cache, progress=False).is_dir()
+        assert served.requests == ["/tiny.tgz", "/other.tgz"]
+    recorded = json.loads((cache / "sources.json").read_text())
+    assert recorded == {urls["tiny"]: md5_of(tiny_archive), urls["other"]: md5_of(other_archive)}
+
+
+def test_one_cache_gives_each_folder_its_own_images(
+    tiny_archive, other_archive, expected_images, tmp_path
+):
+    folders = {}
+    for name, archive in (("tiny", tiny_archive), ("other", other_archive)):
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp_path / name, filter="data")
+        folders[name] = tmp_path / name / "jpg"
+    cache = tmp_path / "cache"
+    for name in ("tiny", "other", "tiny"):
+        images, _ = load_flowers17(folders[name], cache, (8, 8), progress=False)
+        np.testing.assert_array_equal(images, expected_images[name])
+    assert len(os.listdir(cache)) == 2
+
+    # An image replaced in place changes the folder's key: it is decoded afresh.
+    shutil.copy(folders["other"] / "image_0001.jpg", folders["tiny"] / "image_0001.jpg")
+    images, _ = load_flowers17(folders["tiny"], cache, (8, 8), progress=False)
+    np.testing.assert_array_equal(images[0], expected_images["other"][0])
+    np.testing.assert_array_equal(images[1:], expected_images["tiny"][1:])
+
+
+def test_an_unkeyed_cache_from_older_versions_is_not_trusted(
+    tiny_archive, other_archive, expected_images, tmp_path
+):
+    cache = tmp_path / "cache"
+    (cache / "17flowers" / "jpg").mkdir(parents=True)
+    (cache / "17flowers" / ".complete").write_text("1360\n")
+    np.save(cache / "17flowers_8x8.npy", expected_images["tiny"])
+    images, _ = load_flowers17(other_archive, cache, (8, 8), progress=False)
+    np.testing.assert_array_equal(images, expected_images["other"])
+
+
+def test_default_cache_is_the_clone_data_folder_else_a_per_user_folder(
+    tiny_archive, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("RESNET_LAB_CACHE")
+    repository = Path(download.__file__).resolve().parents[1]
+    assert download.default_cache_dir() == repository / "data"  # this clone
+
+    def move_package(root):
+        (root / "resnet_lab").mkdir(parents=True)
+        monkeypatch.setattr(download, "_package_dir", lambda: root / "resnet_lab")
+
+    move_package(tmp_path / "site-packages")  # an installed package: no data/ beside it
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert download.default_cache_dir() == tmp_path / "xdg" / "resnet_lab"
+    assert fetch_flowers17(tiny_archive, progress=False).is_relative_to(tmp_path / "xdg")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert download.default_cache_dir() == tmp_path / "home" / ".cache" / "resnet_lab"
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "mine"))
+    assert download.resolve_cache_dir() == tmp_path / "mine"
+
+    clone = tmp_path / "clone"  # another clone: pyproject.toml and data/ beside the package
+    move_package(clone)
+    (clone / "data").mkdir()
+    (clone / "pyproject.toml").write_text("")
+    assert download.default_cache_dir() == clone / "data"
+
+
+def test_importing_the_data_api_loads_no_downloader():
+    # Keras itself imports Pillow, so only what the data layer alone would bring is checked.
+    code = "import sys, resnet_lab.data; print(sorted({'gdown', 'tqdm'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_arguments_are_validated(tmp_path):
@@ -330,15 +501,27 @@ def test_splits_are_seeded():
         assert not np.array_equal(first[name], other[name])
 
 
-def test_splits_depend_only_on_each_class_own_labels():
-    splits = split_indices(EXPECTED_LABELS, seed=3)
-    as_list = split_indices([int(label) for label in EXPECTED_LABELS], seed=3)
-    # Keep classes 2, 5 and 11 only, in a different storage order: they split as before.
-    kept = np.flatnonzero(np.isin(EXPECTED_LABELS, [11, 2, 5]))
-    subset = split_indices(EXPECTED_LABELS[kept].astype(np.uint8), seed=3)
+def test_splits_depend_only_on_each_class_own_images():
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(EXPECTED_LABELS)  # classes interleaved, not in blocks of 80
+    splits = split_indices(labels, seed=3)
+    as_list = split_indices([int(label) for label in labels], seed=3)
     for name in splits:
         np.testing.assert_array_equal(splits[name], as_list[name])
-        np.testing.assert_array_equal(kept[subset[name]], np.intersect1d(splits[name], kept))
+
+    # Keep classes 2, 5, 11 and 16 only, stored in a new order: the four classes interleave
+    # differently, yet each keeps its own images in their old relative order (the promise
+    # covers exactly that). `order[i]` is the old position of what now sits at position i.
+    kept = [2, 5, 11, 16]
+    order = rng.permutation(np.flatnonzero(np.isin(labels, kept)))
+    for label in kept:
+        order[labels[order] == label] = np.flatnonzero(labels == label)
+    moved = labels[order]
+    assert not np.array_equal(np.sort(order), order)
+    subset = split_indices(moved.astype(np.uint8), seed=3)
+    for name in splits:
+        kept_part = np.intersect1d(splits[name], order)
+        np.testing.assert_array_equal(np.sort(order[subset[name]]), kept_part)
 
 
 def test_split_arguments_are_validated():
@@ -350,8 +533,79 @@ def test_split_arguments_are_validated():
     for labels in (EXPECTED_LABELS.reshape(17, 80), [], EXPECTED_LABELS - 1):
         with pytest.raises(ValueError, match=r"`labels` must be a non-empty 1-D .* Received"):
             split_indices(labels)
+    for per_class in [(True, 1, 1), (1, -1, 1), (1, 1, None), (2.0, 1, 1)]:
+        with pytest.raises(ValueError, match=r"`per_class` must be three .* Received: per_class="):
+            split_indices(EXPECTED_LABELS, per_class=per_class)
+    with pytest.raises(ValueError, match=r"asks for 81 images .* per_class=\(None, 61, 20\)"):
+        split_indices(EXPECTED_LABELS, per_class=(None, 61, 20))
     smaller = split_indices(EXPECTED_LABELS, per_class=(10, 5, 0))
     assert [len(index) for index in smaller.values()] == [170, 85, 0]
+
+
+def test_train_none_takes_every_image_val_and_test_leave():
+    splits = split_indices(EXPECTED_LABELS, seed=2, per_class=(None, 15, 5))
+    everything = np.concatenate(list(splits.values()))
+    np.testing.assert_array_equal(np.sort(everything), np.arange(1360))
+    for name, per_class in zip(splits, (60, 15, 5)):
+        np.testing.assert_array_equal(np.bincount(EXPECTED_LABELS[splits[name]]), [per_class] * 17)
+    # The same draw as asking for the rest by number.
+    counted = split_indices(EXPECTED_LABELS, seed=2, per_class=(60, 15, 5))
+    for name in splits:
+        np.testing.assert_array_equal(splits[name], counted[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_cifar10(monkeypatch):
+    """`keras.datasets.cifar10.load_data` replaced by 60 + 5 small images per class (the real
+    one downloads 170 MB)."""
+    rng = np.random.default_rng(0)
+    train = (rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
+             rng.permutation(np.repeat(np.arange(10), 60))[:, None])
+    test = (rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
+            np.repeat(np.arange(10), 5)[:, None])  # fmt: skip
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: (train, test))
+    return train, test
+
+
+def test_cifar10_splits_are_stratified_and_held_out(fake_cifar10):
+    (x_train, y_train), (x_test, y_test) = fake_cifar10
+    images, labels, splits = load_cifar10(train_per_class=20, val_per_class=10)
+    assert images.shape == (650, 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, np.concatenate([x_train, x_test]))
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, np.concatenate([y_train, y_test]).ravel())
+    assert np.bincount(labels[splits["train"]]).tolist() == [20] * 10
+    assert np.bincount(labels[splits["val"]]).tolist() == [10] * 10
+    assert splits["test"].tolist() == list(range(600, 650))
+    assert not set(splits["train"]) & set(splits["val"])
+    # The one stratified splitter draws them, seeded.
+    same = split_indices(labels[:600], seed=0, per_class=(20, 10, 0))
+    for name in ("train", "val"):
+        np.testing.assert_array_equal(splits[name], same[name])
+    reseeded = load_cifar10(train_per_class=20, val_per_class=10, seed=1)[2]
+    assert not np.array_equal(reseeded["val"], splits["val"])
+
+
+def test_cifar10_train_none_takes_all_that_remain(fake_cifar10):
+    _, labels, splits = load_cifar10(val_per_class=10)
+    assert np.bincount(labels[splits["train"]]).tolist() == [50] * 10
+    assert np.bincount(labels[splits["val"]]).tolist() == [10] * 10
+    held = np.concatenate([splits["train"], splits["val"]])
+    np.testing.assert_array_equal(np.sort(held), np.arange(600))
+
+
+def test_cifar10_arguments_are_validated(fake_cifar10):
+    with pytest.raises(ValueError, match=r"at most 5000 .* Received: train_per_class=4600"):
+        load_cifar10(train_per_class=4600)
+    for train, val in [(-1, 10), (True, 10), (10, None), (10.0, 10)]:
+        message = r"`train_per_class` and `val_per_class` must be .* Received"
+        with pytest.raises(ValueError, match=message):
+            load_cifar10(train_per_class=train, val_per_class=val)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,20 +707,30 @@ def test_as_numpy_returns_copies(arrays):
 
 
 @pytest.mark.integration
-def test_real_archive(real_archive, tmp_path):
+def test_real_archive(real_archive, tiny_archive, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
+    tiny, _ = load_flowers17(tiny_archive, cache, image_size=(64, 64), progress=False)
     start = time.perf_counter()
     images, labels = load_flowers17(real_archive, cache, image_size=(64, 64), progress=False)
     cold = time.perf_counter() - start
     start = time.perf_counter()
-    images, labels = load_flowers17(real_archive, cache, image_size=(64, 64), progress=False)
+    again, labels = load_flowers17(real_archive, cache, image_size=(64, 64), progress=False)
     cached = time.perf_counter() - start
     print(f"\nreal archive at 64x64: cold load {cold:.1f} s, cached load {cached:.2f} s")
+
+    # Through one cache: the tiny fixture first, then the real archive, then the fixture
+    # again, each gets its own images, and switching back decodes nothing.
+    np.testing.assert_array_equal(again, images)
+    assert np.abs(images.astype(int) - tiny).mean() > 20
+    monkeypatch.setattr(data, "_decode", forbidden)
+    np.testing.assert_array_equal(load_flowers17(tiny_archive, cache, (64, 64))[0], tiny)
 
     assert images.shape == (1360, 64, 64, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(labels), [80] * 17)
     assert CLASS_NAMES[labels[80]] == "Snowdrop"  # image_0081.jpg
     assert cached < 1.0
+    key = md5_of(real_archive)[:12]
+    assert fetch_flowers17(real_archive, cache) == cache / f"17flowers-{key}" / "jpg"
     x, y = next(iter(make_datasets(images, labels, split_indices(labels))["train"]))
     assert x.shape == (32, 64, 64, 3) and x.dtype == np.float32 and y.dtype == np.int32
     shutil.rmtree(cache)  # 60 MB of extracted images
