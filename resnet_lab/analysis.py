@@ -11,37 +11,9 @@ that explain it.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from resnet_lab import models, training
-
-
-def conv_gradient_norms(model, images, labels):
-    """L2 norm of the loss gradient for every convolution kernel, input side first.
-
-    Computed on one batch in training mode (BatchNorm uses batch statistics, as during
-    training), with sparse categorical cross-entropy.
-
-    Args:
-        model: A classifier ending in softmax, taking images in 0..255.
-        images: A batch `(B, H, W, 3)` in 0..255.
-        labels: Integer labels `(B,)`.
-
-    Returns:
-        `(names, norms)`: the convolution layer names and a float64 array of norms.
-    """
-    kernels = [
-        (layer.path, layer.kernel)
-        for layer in all_layers(model)
-        if isinstance(layer, keras.layers.Conv2D)
-    ]
-    images = tf.convert_to_tensor(np.asarray(images, np.float32))
-    with tf.GradientTape() as tape:
-        probs = model(images, training=True)
-        loss = keras.losses.sparse_categorical_crossentropy(labels, probs)
-        loss = tf.reduce_mean(loss)
-    grads = tape.gradient(loss, [kernel for _, kernel in kernels])
-    return [name for name, _ in kernels], np.array([float(tf.norm(g)) for g in grads])
+from resnet_lab.checks import check_positive_int
 
 
 def all_layers(model):
@@ -51,6 +23,112 @@ def all_layers(model):
             yield from all_layers(layer)
         else:
             yield layer
+
+
+def stratified_batch(labels, indices, size=64, seed=0):
+    """A random batch of `indices` with the classes as evenly represented as possible.
+
+    Classes are visited in a random order and one image is drawn from each in turn (without
+    replacement) until `size` are drawn, so 64 of 680 flowers hold 3 or 4 of each of the 17
+    classes. The first 64 of a class-ordered split would hold only the first class or two.
+
+    Args:
+        labels: Integer labels of the whole data set.
+        indices: The indices to draw from (e.g. `splits["train"]`).
+        size: Batch size; at most `len(indices)`.
+        seed: Seed of the draw.
+
+    Returns:
+        A sorted int64 array of `size` indices.
+    """
+    check_positive_int("size", size)
+    indices = np.asarray(indices)
+    if size > len(indices):
+        raise ValueError(f"`size` must be at most the {len(indices)} indices to draw from. "
+                         f"Received: size={size}")
+    rng = np.random.default_rng(seed)
+    by_class = [rng.permutation(indices[labels[indices] == c])
+                for c in rng.permutation(np.unique(labels[indices]))]
+    depth = max(len(members) for members in by_class)
+    # Round robin: every class's first image, then every class's second, ...
+    order = [members[i] for i in range(depth) for members in by_class if i < len(members)]
+    return np.sort(np.asarray(order[:size], dtype=np.int64))
+
+
+def layer_gradient_norms(model, images, labels):
+    """Norm of the loss gradient for every convolution kernel, input side first.
+
+    Computed on one batch in training mode (BatchNorm uses batch statistics, as during
+    training), with sparse categorical cross-entropy. Two scales are returned because kernel
+    sizes differ ~100-fold across a ResNet (3x3x3x16 in the stem, 3x3x64x64 at the end):
+    `norm` is the raw L2 norm, which grows with the kernel's size; `per_parameter` is the
+    root-mean-square gradient entry, `norm / sqrt(size)`, which compares layers of different
+    sizes on one scale.
+
+    Args:
+        model: A classifier ending in softmax, taking images in 0..255.
+        images: A batch `(B, H, W, 3)` in 0..255.
+        labels: Integer labels `(B,)`.
+
+    Returns:
+        A dict with `layers` (convolution paths), `norm`, `per_parameter` (lists of floats)
+        and `parameters` (kernel sizes).
+    """
+    import tensorflow as tf
+
+    kernels = [(layer.path, layer.kernel) for layer in all_layers(model)
+               if isinstance(layer, keras.layers.Conv2D)]
+    images = tf.convert_to_tensor(np.asarray(images, np.float32))
+    with tf.GradientTape() as tape:
+        probs = model(images, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probs))
+    grads = tape.gradient(loss, [kernel for _, kernel in kernels])
+    norms = np.array([float(tf.norm(g)) for g in grads])
+    sizes = np.array([int(np.prod(kernel.shape)) for _, kernel in kernels])
+    return {"layers": [name for name, _ in kernels], "norm": norms.tolist(),
+            "per_parameter": (norms / np.sqrt(sizes)).tolist(), "parameters": sizes.tolist()}
+
+
+def spread(values):
+    """max / min of positive values: how many-fold the gradient sizes differ over layers."""
+    values = np.asarray(values, np.float64)
+    return float(values.max() / values.min())
+
+
+def conv_gradient_norms(model, images, labels):
+    """`(names, norms)`: the raw column of `layer_gradient_norms`, as a float64 array."""
+    measured = layer_gradient_norms(model, images, labels)
+    return measured["layers"], np.array(measured["norm"])
+
+
+def gradient_flow(builders, images, labels, indices, batch_size=64, seed=0):
+    """Per-layer gradient norms at initialisation of several networks, on one stratified batch.
+
+    Every network is built after `set_seed(seed)` and measured on the same random
+    class-stratified batch of `indices` (`stratified_batch`). The CLI's `gradients`, the
+    notebook and `degradation_experiment` all call this.
+
+    Args:
+        builders: Mapping of name to a zero-argument model builder (e.g. `cifar_pair`).
+        images: uint8 images of the whole data set.
+        labels: Integer labels of the whole data set.
+        indices: The indices to draw the batch from (the training split).
+        batch_size: Images in the batch.
+        seed: Seed of the weights and of the draw.
+
+    Returns:
+        `(batch, measured)`: the batch's indices, and per name the dict of
+        `layer_gradient_norms` plus `spread` (raw) and `spread_per_parameter`.
+    """
+    batch = stratified_batch(labels, indices, batch_size, seed)
+    measured = {}
+    for name, build in builders.items():
+        training.set_seed(seed)
+        norms = layer_gradient_norms(build(), images[batch], labels[batch])
+        norms["spread"] = spread(norms["norm"])
+        norms["spread_per_parameter"] = spread(norms["per_parameter"])
+        measured[name] = norms
+    return batch, measured
 
 
 def cifar_pair(depth, num_classes, image_size):
@@ -76,7 +154,7 @@ def cifar_pair(depth, num_classes, image_size):
                 bn_momentum=0.9,
                 name=f"{prefix}{depth}",
             )
-            return training.rescaled(net, name=f"{prefix}-{depth}")
+            return models.rescaled(net, name=f"{prefix}-{depth}")
 
         return build
 
@@ -86,47 +164,11 @@ def cifar_pair(depth, num_classes, image_size):
     }
 
 
-def load_cifar10(train_per_class=None, val_per_class=500, seed=0):
-    """CIFAR-10 as the paper used it, for the degradation experiment (needs internet once).
+def load_cifar10(*args, **kwargs):
+    """`resnet_lab.data.load_cifar10`, its home since 0.2."""
+    from resnet_lab import data
 
-    Downloads through `keras.datasets.cifar10` (cached by Keras in `~/.keras/datasets`). The
-    validation split is held out of the 50,000 training images, stratified and seeded; the
-    test split is CIFAR-10's own 10,000 test images.
-
-    Args:
-        train_per_class: Training images per class (`None`: all that remain, 4,500 with the
-            default validation size). Fewer make a CPU run affordable.
-        val_per_class: Validation images per class, held out of the training set.
-        seed: Seed for the split.
-
-    Returns:
-        `(images, labels, splits)` like `load_flowers17` + `split_indices`: uint8 images
-        `(60000, 32, 32, 3)`, int32 labels, and index arrays `train`, `val`, `test`.
-
-    Raises:
-        ValueError: If the requested split sizes exceed 5,000 per class.
-    """
-    if (train_per_class or 0) + val_per_class > 5000:
-        raise ValueError(
-            "`train_per_class + val_per_class` must be at most 5000 (CIFAR-10 has 5,000 "
-            f"training images per class). Received: train_per_class={train_per_class}, "
-            f"val_per_class={val_per_class}"
-        )
-    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    images = np.concatenate([x_train, x_test]).astype(np.uint8)
-    labels = np.concatenate([y_train.ravel(), y_test.ravel()]).astype(np.int32)
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(y_train.ravel() == c))
-        val.append(idx[:val_per_class])
-        train.append(idx[val_per_class:][:train_per_class])
-    splits = {
-        "train": np.sort(np.concatenate(train)),
-        "val": np.sort(np.concatenate(val)),
-        "test": np.arange(len(x_train), len(images)),
-    }
-    return images, labels, splits
+    return data.load_cifar10(*args, **kwargs)
 
 
 def degradation_experiment(
@@ -138,14 +180,21 @@ def degradation_experiment(
     batch_size=64,
     learning_rate=0.05,
     seed=0,
-    verbose=2,
+    verbose="auto",
     grad_batch=64,
 ):
     """Train plain and residual networks of each depth for the same budget and compare.
 
     All networks get the same data, seed, optimizer (SGD, Nesterov, cosine schedule) and
     number of epochs: the budget. Per-layer gradient norms are taken at initialisation and
-    after training on the same fixed batch of training images.
+    after training on the same random class-stratified batch of training images
+    (`gradient_flow`).
+
+    Two training errors are reported, since they differ by tens of points on a short run:
+    `running_train_error` is 1 - the accuracy Keras reports for the last epoch (a running
+    mean over augmented batches, BatchNorm in training mode, weights changing as it goes);
+    `train_error` is the error of the final weights on the clean training images in inference
+    mode, the quantity of He et al.'s Fig. 1 and 6.
 
     Args:
         images: uint8 array `(N, S, S, 3)`, small (32x32 as CIFAR).
@@ -156,35 +205,39 @@ def degradation_experiment(
         batch_size: Batch size.
         learning_rate: Peak SGD learning rate.
         seed: Seed for initialisation, shuffling and the gradient batch.
-        verbose: Keras progress setting.
+        verbose: As `resnet_lab.training.train_classifier`.
         grad_batch: Number of training images used for gradient norms.
 
     Returns:
         A dict with `histories` (name -> Keras history dict), `results` (name -> results
-        dict without history: accuracies, wall time, final training error),
-        `gradients_init` and `gradients_trained` (name -> list of per-layer norms), and
-        `settings`.
+        dict without history: accuracies, wall time, `train_error`, `running_train_error`),
+        `gradients_init` and `gradients_trained` (name -> per-layer dict of
+        `layer_gradient_norms` with `spread` and `spread_per_parameter`), `gradient_batch`
+        and `settings`.
     """
     num_classes = int(labels.max()) + 1
-    rng = np.random.default_rng(seed)
-    batch = rng.choice(splits["train"], size=min(grad_batch, len(splits["train"])), replace=False)
     out = {"histories": {}, "results": {}, "gradients_init": {}, "gradients_trained": {}}
     for depth in depths:
-        for name, build in cifar_pair(depth, num_classes, images.shape[1]).items():
-            training.set_seed(seed)
-            _, norms = conv_gradient_norms(build(), images[batch], labels[batch])
-            out["gradients_init"][name] = norms.tolist()
+        builders = cifar_pair(depth, num_classes, images.shape[1])
+        batch, initial = gradient_flow(builders, images, labels, splits["train"], grad_batch,
+                                       seed)
+        out["gradients_init"].update(initial)
+        for name, build in builders.items():
             model, results = training.train_classifier(
                 build, images, labels, splits, epochs=epochs, batch_size=batch_size,
                 learning_rate=learning_rate, seed=seed, verbose=verbose, name=name,
             )
-            _, norms = conv_gradient_norms(model, images[batch], labels[batch])
-            out["gradients_trained"][name] = norms.tolist()
+            trained = layer_gradient_norms(model, images[batch], labels[batch])
+            trained["spread"] = spread(trained["norm"])
+            trained["spread_per_parameter"] = spread(trained["per_parameter"])
+            out["gradients_trained"][name] = trained
             history = results.pop("history")
-            results["final_train_error"] = 1 - history["accuracy"][-1]
+            results["running_train_error"] = 1 - history["accuracy"][-1]
+            results["train_error"] = 1 - results["train_accuracy"]
             out["histories"][name] = history
             out["results"][name] = results
+    out["gradient_batch"] = batch.tolist()
     out["settings"] = {"depths": list(depths), "epochs": epochs, "batch_size": batch_size,
                        "learning_rate": learning_rate, "seed": seed,
-                       "image_size": list(images.shape[1:3])}
+                       "image_size": list(images.shape[1:3]), "grad_batch": grad_batch}
     return out

@@ -1,27 +1,37 @@
-"""ResNet-50 transfer learning: frozen backbone, cached features, optional fine-tuning.
+"""ResNet-50 transfer learning on the lab's own network: frozen backbone, cached features,
+fine-tuning.
+
+The backbone is `resnet_lab.resnet50(include_top=False, pooling="avg")`, the network built
+from this package's blocks, holding keras.applications' ImageNet weights ported by
+`resnet_lab.porting.port_keras_weights` (each conv bias folded into its BatchNorm). Its
+BatchNorm layers are `FrozenBatchNormalization`: always in inference mode, whatever
+`trainable` or `training` say (see `resnet_lab.layers` for why a flag is not enough in Keras 3).
 
 The recipe follows the keras.io transfer-learning guide: preprocessing inside the model,
-`base.trainable = False`, the base called with `training=False` so its BatchNorm layers stay in
-inference mode (also after unfreezing), recompiling after every change of `trainable`, and
-fine-tuning at a low learning rate.
-
-The fast path computes the frozen backbone's pooled features once and trains only the head on
-them: a frozen backbone gives the same features every epoch, so running it again is wasted work
-(the reference tutorial did so five times). The head trained on cached features is the very
-`Dropout` + `Dense` pair inside the full model, so the full model is ready to predict or to
-fine-tune afterwards.
+`backbone.trainable = False`, recompiling after every change of `trainable`, and fine-tuning
+at a low learning rate. The fast path computes the frozen backbone's pooled features once and
+trains only the head on them: a frozen backbone gives the same features every epoch, so running
+it again is wasted work. Cached features rule out augmentation: the head sees each training
+image exactly as it is, every epoch (augmentation returns in fine-tuning, which runs on
+images). The head trained on cached features is the very `Dropout` + `Dense` pair inside the
+full model, so the full model is ready to predict or to fine-tune afterwards.
 """
 
 import contextlib
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import keras
 
-from resnet_lab import data as data_lib
-from resnet_lab import training
+from resnet_lab import models, porting
+from resnet_lab.evaluation import evaluate, evaluate_splits, predict, split_metrics
+from resnet_lab.layers import (  # noqa: F401 (CaffePreprocess, IMAGENET_BGR_MEAN re-exported)
+    IMAGENET_BGR_MEAN,
+    CaffePreprocess,
+    FrozenBatchNormalization,
+    freeze_batchnorm,
+)
+from resnet_lab.results import history_dict, save_results
 
 # keras.applications' ResNet-50 weights without the classifier (what `include_top=False`
 # downloads), as named and hashed in keras/src/applications/resnet.py.
@@ -29,26 +39,13 @@ WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 WEIGHTS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{WEIGHTS_FILE}"
 
-# Caffe-style preprocessing expected by keras.applications' ResNet-50 (He et al. released
-# Caffe models): RGB -> BGR, then subtract the ImageNet mean per channel, no scaling.
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 FEATURE_LAYER = "backbone_pool"
+BACKBONE = "resnet50"
+NUM_CLASSES = 17
 
 
 class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be downloaded or found in Keras' cache."""
-
-
-@keras.saving.register_keras_serializable(package="resnet_lab")
-class CaffePreprocess(keras.layers.Layer):
-    """`keras.applications.resnet50.preprocess_input` as a layer: RGB 0..255 -> BGR - mean.
-
-    Inside the model, so callers pass plain 0..255 images and their arrays are never modified.
-    """
-
-    def call(self, inputs):
-        bgr = keras.ops.flip(keras.ops.cast(inputs, self.compute_dtype), axis=-1)
-        return bgr - keras.ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
 
 
 def keras_cache_path():
@@ -57,14 +54,46 @@ def keras_cache_path():
     `$KERAS_HOME/models/` (default `~/.keras/models/`), or `/tmp/.keras/models/` when that
     folder is missing or not writable, as `keras.utils.get_file` decides.
     """
+    import os
+    import tempfile
+
     home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
     if not os.access(home, os.W_OK):
         home = os.path.join(tempfile.gettempdir(), ".keras")
     return Path(home) / "models" / WEIGHTS_FILE
 
 
+def imagenet_weights_path():
+    """The ImageNet weights file, downloaded once into Keras' cache (md5-checked).
+
+    Uses `keras.utils.get_file`, as keras.applications does, so a file Keras already
+    downloaded for `keras.applications.ResNet50` is reused.
+
+    Raises:
+        WeightsUnavailableError: If the file is not cached and cannot be downloaded; the
+            message says which file to place where, with its md5.
+    """
+    try:
+        return keras.utils.get_file(WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models",
+                                    file_hash=WEIGHTS_MD5)
+    except Exception as error:  # Keras raises a bare Exception on a failed download.
+        raise WeightsUnavailableError(
+            f"Could not download the ImageNet weights for ResNet-50 ({error}).\n"
+            f"Offline? Download {WEIGHTS_URL} on a machine with internet and place it at\n"
+            f"  {keras_cache_path()}\n"
+            f"(md5 {WEIGHTS_MD5}; Keras' cache folder is $KERAS_HOME/models, default "
+            "~/.keras/models), or pass its path as `weights=`. To run without ImageNet "
+            "weights say so explicitly with `weights=None`: results are then NOT transfer "
+            "learning."
+        ) from error
+
+
 def build_backbone(weights="imagenet", input_shape=(224, 224, 3)):
-    """keras.applications ResNet-50 without its classifier, globally average pooled.
+    """The lab's ResNet-50 without its classifier, globally average pooled, BatchNorm frozen.
+
+    `resnet_lab.resnet50(include_top=False, pooling="avg")`, with keras.applications'
+    ImageNet weights ported into it (outputs equal keras.applications' within 1e-4, tested),
+    then every BatchNorm made a `FrozenBatchNormalization`.
 
     Args:
         weights: `"imagenet"` (downloaded once through Keras' own cache), `None` (random
@@ -76,8 +105,7 @@ def build_backbone(weights="imagenet", input_shape=(224, 224, 3)):
         A `keras.Model` named `resnet50` mapping preprocessed images to 2048 features.
 
     Raises:
-        WeightsUnavailableError: If ImageNet weights cannot be downloaded (offline); the
-            message says which file to place where, with its md5.
+        WeightsUnavailableError: If ImageNet weights cannot be downloaded (offline).
         ValueError: If `weights` is not `"imagenet"`, `None` or an existing file.
     """
     if weights not in ("imagenet", None) and not Path(str(weights)).is_file():
@@ -85,22 +113,12 @@ def build_backbone(weights="imagenet", input_shape=(224, 224, 3)):
             "`weights` must be 'imagenet', None (random init, not transfer learning) or the "
             f"path of an existing weights file. Received: weights={weights!r}"
         )
-    try:
-        return keras.applications.ResNet50(
-            include_top=False, weights=weights, input_shape=input_shape, pooling="avg"
-        )
-    except Exception as error:  # Keras raises a bare Exception on a failed download.
-        if weights != "imagenet" or "fetch failure" not in str(error).lower():
-            raise
-        raise WeightsUnavailableError(
-            f"Could not download the ImageNet weights for ResNet-50 ({error}).\n"
-            f"Offline? Download {WEIGHTS_URL} on a machine with internet and place it at\n"
-            f"  {keras_cache_path()}\n"
-            f"(md5 {WEIGHTS_MD5}; Keras' cache folder is $KERAS_HOME/models, default "
-            "~/.keras/models), or pass its path as `weights=`. To run without ImageNet "
-            "weights say so explicitly with `weights=None`: results are then NOT transfer "
-            "learning."
-        ) from error
+    path = imagenet_weights_path() if weights == "imagenet" else weights
+    net = models.resnet50(include_top=False, pooling="avg", input_shape=input_shape,
+                          name=BACKBONE)
+    if path is not None:
+        porting.port_keras_weights(str(path), net)
+    return freeze_batchnorm(net)
 
 
 def weights_label(weights):
@@ -113,7 +131,7 @@ def weights_label(weights):
 
 
 def build_transfer_model(
-    num_classes=data_lib.NUM_CLASSES,
+    num_classes=NUM_CLASSES,
     weights="imagenet",
     input_shape=(224, 224, 3),
     dropout=0.2,
@@ -121,9 +139,10 @@ def build_transfer_model(
 ):
     """ResNet-50 transfer model: preprocessing, frozen backbone, dropout, dense softmax.
 
-    The backbone is called with `training=False`, so its BatchNorm layers use their ImageNet
-    statistics even when some of its layers are later unfrozen (keras.io transfer-learning
-    guide; training BatchNorm on 680 images would wreck the statistics).
+    The backbone's BatchNorm layers are `FrozenBatchNormalization`, so they use their ImageNet
+    statistics however the backbone is later unfrozen (whole, by stage, by layer) and whatever
+    `training` flag reaches them. Writing `backbone(x, training=False)` alone would not do it
+    in Keras 3: a nested model runs in the outer call's mode (`resnet_lab.layers`).
 
     Args:
         num_classes: Number of classes.
@@ -134,10 +153,13 @@ def build_transfer_model(
             only); useful for fine-tuning on raw images.
 
     Returns:
-        A `keras.Model` named `resnet50_transfer`; layers `preprocess`, `resnet50`
-        (frozen), `backbone_pool` (identity on the pooled features, for feature caching),
+        A `keras.Model` named `resnet50_transfer`; layers `image`, `preprocess`, `resnet50`
+        (frozen; its layers keep the builder's names, `conv5_block3_out` ...),
+        `backbone_pool` (identity on the pooled features, for feature caching),
         `head_dropout`, `predictions`.
     """
+    from resnet_lab import data as data_lib
+
     backbone = build_backbone(weights, input_shape)
     backbone.trainable = False
     inputs = keras.Input(input_shape, name="image")
@@ -155,9 +177,9 @@ def feature_extractor(model):
     return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output, name="features")
 
 
-def extract_features(model, images, batch_size=32, verbose="auto"):
+def extract_features(model, images, batch_size=32, verbose=0):
     """Run the frozen backbone once over `images`; return float32 features `(N, 2048)`."""
-    return training.predict(feature_extractor(model), images, batch_size, verbose=verbose)
+    return predict(feature_extractor(model), images, batch_size, verbose=verbose)
 
 
 def head_model(model):
@@ -168,7 +190,10 @@ def head_model(model):
 
 
 def unfreeze_top(model, stages=("conv5",)):
-    """Make the backbone's top stage(s) trainable, keeping every BatchNorm layer frozen.
+    """Make the backbone's top stage(s) trainable, BatchNorm affine parameters excluded.
+
+    Only convolutions train, as the keras.io guide fine-tunes; the BatchNorm statistics stay
+    frozen in any case (`FrozenBatchNormalization`), this also keeps their gamma and beta.
 
     Args:
         model: A model from `build_transfer_model`.
@@ -178,12 +203,27 @@ def unfreeze_top(model, stages=("conv5",)):
         The number of trainable weights in the backbone afterwards. Recompile the model
         before training: changing `trainable` takes effect on `compile`.
     """
-    backbone = model.get_layer("resnet50")
+    backbone = model.get_layer(BACKBONE)
     backbone.trainable = True
     for layer in backbone.layers:
         unfreeze = layer.name.startswith(tuple(f"{s}_" for s in stages))
         layer.trainable = unfreeze and not isinstance(layer, keras.layers.BatchNormalization)
     return len(backbone.trainable_weights)
+
+
+def _feature_batches(features, labels, batch_size, seed):
+    """The cached head's training batches: the same shuffle and batching as the image path.
+
+    `resnet_lab.data.make_datasets` shuffles the training split with `seed`, reshuffles every
+    epoch and drops the last incomplete batch; the features go through the same
+    `shuffled_batches`, so with equal seeds both heads see the same images in the same batches.
+    """
+    import tensorflow as tf
+
+    from resnet_lab import data as data_lib
+
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).cache()
+    return data_lib.shuffled_batches(dataset, len(labels), batch_size, seed)
 
 
 def train_transfer(
@@ -198,6 +238,7 @@ def train_transfer(
     batch_size=32,
     fine_tune_epochs=0,
     fine_tune_learning_rate=1e-5,
+    fine_tune_stages=("conv5",),
     cache_features=True,
     strategy=None,
     seed=0,
@@ -205,6 +246,13 @@ def train_transfer(
     out_dir=None,
 ):
     """Transfer learning on the flowers splits: head on frozen features, then fine-tuning.
+
+    Head phase: Adam at `head_learning_rate` on the frozen backbone's features, without
+    augmentation on either path (cached features are fixed per image, and the uncached path
+    matches it so that the two are the same computation). Fine-tuning phase: the top
+    `fine_tune_stages` unfrozen (BatchNorm frozen), augmentation on, Adam at
+    `fine_tune_learning_rate`, ~100x lower so that the ImageNet features are adjusted rather
+    than overwritten by the large gradients of a fresh head (keras.io transfer guide).
 
     Args:
         images: uint8 array `(N, H, W, 3)` (224x224 for the standard setting).
@@ -216,22 +264,35 @@ def train_transfer(
         head_learning_rate: Adam learning rate for the head.
         dropout: Dropout before the classifier.
         batch_size: Batch size.
-        fine_tune_epochs: Epochs of fine-tuning the top stage (0 skips it).
-        fine_tune_learning_rate: Learning rate for fine-tuning (low, so ImageNet features
-            are adjusted, not destroyed).
+        fine_tune_epochs: Epochs of fine-tuning (0 skips it).
+        fine_tune_learning_rate: Adam learning rate for fine-tuning.
+        fine_tune_stages: Backbone stages to unfreeze for fine-tuning (`unfreeze_top`).
         cache_features: Run the backbone once and train the head on cached features (fast
             path); `False` runs the frozen backbone every epoch (the slow path, for
-            comparison).
+            comparison). Both see the same batches in the same order.
         strategy: Optional `tf.distribute.Strategy`.
         seed: Seed for the head's initialisation and shuffling.
-        verbose: Keras progress setting.
-        out_dir: If given, `results.json` is written there.
+        verbose: As `resnet_lab.training.train_classifier`.
+        out_dir: If given, `results.json` and `model.keras` are written there.
 
     Returns:
         `(model, results)`: the full transfer model and a JSON-ready results dict as
-        `training.train_classifier`'s, plus `head_wall_time_s`, `feature_time_s` and
-        `fine_tune_wall_time_s`.
+        `training.train_classifier`'s, plus `head_wall_time_s`, `feature_time_s`,
+        `fine_tune_wall_time_s` and `head_val_accuracy` (validation accuracy after the
+        head phase, before fine-tuning).
+
+    Raises:
+        ValueError: If an epoch count or the batch size is not a positive integer (the
+            fine-tuning epochs may be 0).
     """
+    from resnet_lab import data as data_lib
+    from resnet_lab import training
+    from resnet_lab.checks import check_positive_int
+
+    check_positive_int("head_epochs", head_epochs)
+    check_positive_int("batch_size", batch_size)
+    if fine_tune_epochs != 0:
+        check_positive_int("fine_tune_epochs", fine_tune_epochs)
     training.set_seed(seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
@@ -239,19 +300,20 @@ def train_transfer(
     train, val = splits["train"], splits["val"]
     start = time.perf_counter()
     feature_time = 0.0
+    verbosity, callbacks = training.fit_verbosity(verbose, "head")
     if cache_features:
         # One pass of the backbone over the images the head trains and validates on; the
         # test images wait for the evaluation, as they do on the uncached path.
         extractor = feature_extractor(model)  # built once: one trace of the backbone
-        features = {s: training.predict(extractor, images[splits[s]], batch_size, verbose=verbose)
-                    for s in ("train", "val")}
+        features = {s: predict(extractor, images[splits[s]], batch_size) for s in ("train", "val")}
         feature_time = time.perf_counter() - start
         with scope:
             head = head_model(model)
             training.compile_model(head, keras.optimizers.Adam(head_learning_rate))
         history = head.fit(
-            features["train"], labels[train], validation_data=(features["val"], labels[val]),
-            epochs=head_epochs, batch_size=batch_size, verbose=verbose,
+            _feature_batches(features["train"], labels[train], batch_size, seed),
+            validation_data=(features["val"], labels[val]), validation_batch_size=batch_size,
+            epochs=head_epochs, verbose=verbosity, callbacks=callbacks, shuffle=False,
         )
     else:
         datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
@@ -259,37 +321,39 @@ def train_transfer(
         with scope:
             training.compile_model(model, keras.optimizers.Adam(head_learning_rate))
         history = model.fit(datasets["train"], validation_data=datasets["val"],
-                            epochs=head_epochs, verbose=verbose, shuffle=False)
+                            epochs=head_epochs, verbose=verbosity, callbacks=callbacks,
+                            shuffle=False)
     head_time = time.perf_counter() - start
-    histories = {"head": training.history_dict(history)}
+    histories = {"head": history_dict(history)}
 
     fine_time = None
     if fine_tune_epochs:
         with scope:
-            unfreeze_top(model)
+            unfreeze_top(model, fine_tune_stages)
             training.compile_model(model, keras.optimizers.Adam(fine_tune_learning_rate))
         datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
                                           augment=True, seed=seed)
+        verbosity, callbacks = training.fit_verbosity(verbose, "fine-tune")
         start = time.perf_counter()
         history = model.fit(datasets["train"], validation_data=datasets["val"],
-                            epochs=fine_tune_epochs, verbose=verbose, shuffle=False)
+                            epochs=fine_tune_epochs, verbose=verbosity, callbacks=callbacks,
+                            shuffle=False)
         fine_time = time.perf_counter() - start
-        histories["fine_tune"] = training.history_dict(history)
+        histories["fine_tune"] = history_dict(history)
 
     if cache_features and not fine_tune_epochs:
         # The backbone is unchanged, so the cached features give exactly the full model's
         # predictions (tested) without another pass over the images.
         for s in set(splits) - set(features):
-            features[s] = training.predict(extractor, images[splits[s]], batch_size)
-        measured = {s: training.evaluate(head, features[s], labels[i])
-                    for s, i in splits.items()}
+            features[s] = predict(extractor, images[splits[s]], batch_size)
+        measured = {s: evaluate(head, features[s], labels[i]) for s, i in splits.items()}
     else:
-        measured = {s: training.evaluate(model, images[i], labels[i])
-                    for s, i in splits.items()}
+        measured = evaluate_splits(model, images, labels, splits)
     results = {
         "name": "transfer",
         "weights": weights_label(weights),
-        **training.split_metrics(measured),
+        **split_metrics(measured),
+        "head_val_accuracy": histories["head"]["val_accuracy"][-1],
         "wall_time_s": round(head_time + (fine_time or 0.0), 2),
         "feature_time_s": round(feature_time, 2),
         "head_wall_time_s": round(head_time, 2),
@@ -298,19 +362,22 @@ def train_transfer(
         "history": {**histories["head"], **{f"fine_tune_{k}": v for k, v in
                                              histories.get("fine_tune", {}).items()}},
         "settings": {
-            "backbone": "keras.applications.ResNet50",
+            "backbone": "resnet_lab.resnet50 (ImageNet weights ported from keras.applications)",
             "image_size": list(images.shape[1:3]),
             "head_epochs": head_epochs,
             "head_learning_rate": head_learning_rate,
+            "head_augmentation": False,
             "dropout": dropout,
             "batch_size": batch_size,
             "fine_tune_epochs": fine_tune_epochs,
             "fine_tune_learning_rate": fine_tune_learning_rate,
+            "fine_tune_stages": list(fine_tune_stages),
             "cache_features": cache_features,
             "seed": seed,
             "split_sizes": {k: int(len(v)) for k, v in splits.items()},
         },
     }
     if out_dir is not None:
-        training.save_results(results, Path(out_dir) / "results.json")
+        training.save_model(model, Path(out_dir) / "model.keras")
+        save_results(results, Path(out_dir) / "results.json")
     return model, results

@@ -1,12 +1,13 @@
 """Porting keras.applications ResNet weights: exact outputs after folding the conv biases."""
 
-import h5py
 import keras
 import numpy as np
 import pytest
 
+from h5_weights import save_legacy_h5
 from resnet_lab.models import resnet, resnet50
-from resnet_lab.porting import port_keras_weights
+from resnet_lab.porting import max_output_difference, port_keras_weights
+
 
 def randomize(model, seed=0):
     """Random kernels, conv biases, BN affine parameters and BN moving statistics."""
@@ -86,14 +87,6 @@ def test_port_resnet50_with_top(source50_top, batch):
     target = resnet50(input_shape=(64, 64, 3), num_classes=7, classifier_activation=None)
     port_keras_weights(source50_top, target)
     assert_same_outputs(source50_top, target, batch)
-
-
-def save_legacy_h5(model, path):
-    """Writes weights the way the keras.applications ImageNet `.h5` downloads are stored."""
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "w") as file:
-        legacy_h5_format.save_weights_to_hdf5_group(file, model)
 
 
 def test_port_from_legacy_h5_file(source50, batch, tmp_path):

@@ -1,0 +1,63 @@
+"""Results as JSON: Keras histories made plain, files written atomically."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def history_dict(history):
+    """A Keras `History` (or dict) as `{metric: [float, ...]}`, JSON-ready."""
+    values = history.history if hasattr(history, "history") else history
+    return {key: [float(v) for v in vals] for key, vals in values.items()}
+
+
+def _default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Cannot write {type(obj).__name__} to JSON.")
+
+
+def atomic_write(path, write, mode="w"):
+    """Call `write(file)` on a temporary file beside `path`, then rename it into place.
+
+    A failure (or an interrupt) leaves `path` as it was and no temporary file behind.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as file:
+            write(file)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_results(results, path):
+    """Write `results` as JSON atomically (temp file, then rename); return the path.
+
+    NumPy arrays and scalars are converted; a half-written file is never left behind.
+    """
+    return atomic_write(path, lambda f: json.dump(results, f, indent=2, default=_default))
+
+
+def load_results(path):
+    """Read a `results.json` (or the one inside a run folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"No results.json at {path}: run `train --out DIR` first.")
+    return json.loads(path.read_text())
