@@ -1,34 +1,21 @@
 """Item 5: how close ResNet-50 gets to the fp32 matrix-multiply rate of this machine.
 
-FLOPs are counted analytically from the layer shapes: a convolution does
-`H_out * W_out * C_out * (C_in / groups) * k_h * k_w` multiply-adds per image, a dense layer
-`inputs * units`, and one multiply-add is 2 FLOPs. BatchNorm, ReLU, additions and pooling are
-left out (under 1% of ResNet-50's work). A training step costs about 3x inference: the
-forward pass, then gradients with respect to activations and to weights, each about as
-costly. The reference is what `tf.linalg.matmul` of two float32 `N x N` matrices reaches in
-the same process, timed in the same interleaved rounds as the model (item 1), a practical
-ceiling for convolutions lowered to matrix products.
+FLOPs are counted analytically from the layer shapes by `resnet_lab.costs.forward_flops`: a
+convolution does `H_out * W_out * C_out * (C_in / groups) * k_h * k_w` multiply-adds per image,
+a dense layer `inputs * units`, and one multiply-add is 2 FLOPs. BatchNorm, ReLU, additions and
+pooling are left out (under 1% of ResNet-50's work). A training step costs about 3x
+inference: the forward pass, then gradients with respect to activations and to weights, each
+about as costly. The reference is what `tf.linalg.matmul` of two float32 `N x N` matrices
+reaches in the same process, timed in the same interleaved rounds as the model (item 1), a
+practical ceiling for convolutions lowered to matrix products.
 """
 
 import numpy as np
 import tensorflow as tf
-import keras
 
 from benchmarks.harness import log, table
-from resnet_lab.analysis import all_layers
-
-
-def forward_flops(model):
-    """FLOPs of one image's forward pass through `model`'s convolutions and dense layers."""
-    macs = 0
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, channels_out = layer.output.shape
-            kernel_h, kernel_w, channels_in, _ = layer.kernel.shape
-            macs += height * width * channels_out * channels_in * kernel_h * kernel_w
-        elif isinstance(layer, keras.layers.Dense):
-            macs += int(np.prod(layer.kernel.shape))
-    return 2 * int(macs)
+# Re-exported: `from benchmarks.limit import forward_flops` keeps working.
+from resnet_lab.costs import forward_flops
 
 
 def matmul_function(n=2048, count=4):
