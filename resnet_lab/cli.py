@@ -1,17 +1,20 @@
 """`python -m resnet_lab`: the lab's experiments, headless, writing JSON and PNG results.
 
-    python -m resnet_lab fetch [--data SOURCE]
-    python -m resnet_lab train --model scratch|transfer [--data SOURCE] --out DIR
-    python -m resnet_lab degradation --out DIR [--depths 20 56] [--epochs 20]
-    python -m resnet_lab gradients --out DIR [--depths 20 56]
+    python -m resnet_lab fetch [--data SOURCE] [--cache DIR]
+    python -m resnet_lab train --model scratch|transfer --out DIR [--epochs N] [--batch-size N]
+    python -m resnet_lab predict MODEL IMAGE [IMAGE ...] [--top 3]
+    python -m resnet_lab degradation --out DIR [--depths 20 56] [--epochs 15]
+    python -m resnet_lab gradients --out DIR [--depths 20 56] [--batch 64]
     python -m resnet_lab compare RUN_DIR [RUN_DIR ...] --out DIR
 
 `--data` takes what `resnet_lab.load_flowers17` takes (URL, Google Drive id or link, local
 archive or folder) and defaults to the same: `$RESNET_LAB_DATA`, else the official archive.
+`train` writes `model.keras` and `results.json` into `--out`; `predict` classifies your own
+photos with such a model. Every numeric argument is checked before any work starts: a bad
+one exits with status 2 and a message naming the flag, the allowed values and what was given.
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,14 +25,59 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
+
 from resnet_lab import data as data_lib  # noqa: E402
-from resnet_lab import plots, training  # noqa: E402
+from resnet_lab import plots, results, training  # noqa: E402
+
+# Smallest square image each network accepts: its total stride (stem stride, stem pool and
+# one stride 2 per stage after the first), so the last stage still has a pixel.
+SCRATCH_MIN_SIZE = 2 ** (len(training.SCRATCH_RECIPE["stages"]) - 1)  # seed net: 4
+TRANSFER_MIN_SIZE = 32  # ResNet-50: stem 2, pool 2, conv3..conv5 2 each
+CIFAR_MIN_SIZE = 4  # CIFAR nets: stem 1, two stride-2 stages
+PREDICT_DEFAULT_SIZE = 224  # for a model that accepts any image size
+SEED_MAX = 2**32 - 1  # NumPy's seed range, which `keras.utils.set_random_seed` passes on
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text}")
+# ---------------------------------------------------------------------------------------------
+# Argument types: argparse prefixes their messages with `argument --flag:`
+# ---------------------------------------------------------------------------------------------
+
+
+def int_in_range(low, high=None, why=""):
+    """An argparse `type` accepting integers in `low..high` (`high=None`: no upper bound).
+
+    The error says the allowed range, `why` (e.g. " (the network's total stride)") and the
+    text received; argparse names the flag and exits with status 2.
+    """
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            allowed = f">= {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(
+                f"must be an integer {allowed}{why}. Received: {text}"
+            )
+        return value
+
+    parse.__name__ = "integer"  # what argparse would call the type in its own messages
+    return parse
+
+
+def cifar_depth(text):
+    """An argparse `type` for CIFAR network depths: 6n+2 with n >= 1 (He et al. 2015, 4.2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 8 or (value - 2) % 6:
+        raise argparse.ArgumentTypeError(
+            "each depth must be 6n+2 with n >= 1 (8, 14, 20, 26, 32, ...; the paper uses 20, 32, "
+            f"44, 56, 110). Received: {text}"
+        )
     return value
 
 
@@ -38,15 +86,61 @@ def _add_data_args(parser):
                         help="URL, Google Drive id/link, local .tgz or extracted folder "
                              "(default: $RESNET_LAB_DATA, else the official archive)")
     parser.add_argument("--cache", default=None, metavar="DIR",
-                        help="cache folder (default: $RESNET_LAB_CACHE, else ./data)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for splits and training")
+                        help="folder for the downloaded archive, its extraction and the decoded "
+                             "images, keyed by source (default: $RESNET_LAB_CACHE, else data/ "
+                             "in a clone of the repository, else ~/.cache/resnet_lab, or "
+                             "$XDG_CACHE_HOME/resnet_lab when that is set)")
+    parser.add_argument("--seed", type=int_in_range(0, SEED_MAX), default=0,
+                        help="seed for splits, weights and training (default: 0)")
 
 
 def _add_experiment_args(parser):
     parser.add_argument("--out", required=True, help="output folder (JSON, PNG plots)")
-    parser.add_argument("--depths", type=_positive_int, nargs="+", default=[20, 56],
-                        help="network depths, each 6n+2")
-    parser.add_argument("--image-size", type=_positive_int, default=32)
+    parser.add_argument("--depths", type=cifar_depth, nargs="+", default=[20, 56],
+                        help="CIFAR network depths, each 6n+2 (default: 20 56)")
+
+
+def _image_size_arg(parser, default, help):
+    parser.add_argument("--image-size", default=default, help=help, type=int_in_range(
+        CIFAR_MIN_SIZE, why=" (the CIFAR networks downsample by a total stride of 4)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks that need more than one argument: run before any work, exit 2 like argparse's own
+# ---------------------------------------------------------------------------------------------
+
+
+def check_train(args):
+    """The message for `train` arguments that do not fit together, or `None`."""
+    if args.model == "scratch":
+        for flag, value in (("--weights", args.weights),
+                            ("--fine-tune-epochs", args.fine_tune_epochs)):
+            if value is not None:
+                return f"argument {flag}: applies to --model transfer only. Received: {value}"
+    minimum, network = {
+        "scratch": (SCRATCH_MIN_SIZE, "the from-scratch network"),
+        "transfer": (TRANSFER_MIN_SIZE, "ResNet-50"),
+    }[args.model]
+    if args.image_size is not None and args.image_size < minimum:
+        return (f"argument --image-size: must be >= {minimum} for --model {args.model} "
+                f"({network} downsamples by a total stride of {minimum}). "
+                f"Received: {args.image_size}")
+    return None
+
+
+def check_degradation(args):
+    """The message for `degradation` arguments that do not fit together, or `None`."""
+    if args.dataset == "flowers17" and args.train_per_class is not None:
+        return ("argument --train-per-class: applies to --dataset cifar10 only. "
+                f"Received: {args.train_per_class}")
+    if args.dataset == "cifar10" and args.image_size not in (None, 32):
+        return f"argument --image-size: CIFAR-10 images are 32x32. Received: {args.image_size}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
 
 
 def _load(args, image_size):
@@ -57,14 +151,33 @@ def _load(args, image_size):
 
 
 def _verbose():
-    return 1 if sys.stdout.isatty() else 2
+    """A progress bar and a line every 10 epochs on a terminal; in a log, the lines only."""
+    return 1 if sys.stdout.isatty() else "summary"
 
 
-def _save_run_plots(results, out):
-    plots.plot_history({results["name"]: results["history"]}, path=out / "curves.png")
-    title = f"{results['name']}: test accuracy {100 * results['test_accuracy']:.1f}%"
-    plots.plot_confusion_matrix(results["confusion_matrix"], data_lib.CLASS_NAMES,
-                                title=title, path=out / "confusion_matrix.png")
+def _save_run_plots(run, out):
+    plots.plot_history({run["name"]: run["history"]}, path=out / "curves.png")
+    title = f"{run['name']}: test accuracy {100 * run['test_accuracy']:.1f}%"
+    names = data_lib.CLASS_NAMES if len(run["confusion_matrix"]) == len(data_lib.CLASS_NAMES) \
+        else [f"class {i}" for i in range(len(run["confusion_matrix"]))]
+    plots.plot_confusion_matrix(run["confusion_matrix"], names, title=title,
+                                path=out / "confusion_matrix.png")
+
+
+def _fold(value):
+    """`1,232x`, `35x`, `3.4x`: a max/min ratio as people read it."""
+    return f"{value:,.0f}x" if value >= 10 else f"{value:.1f}x"
+
+
+def _plot_gradients(measured, when, out, stem):
+    """`stem.png` (raw norms) and `stem_per_parameter.png` (norm / sqrt(kernel size))."""
+    plots.plot_gradient_norms({name: d["norm"] for name, d in measured.items()},
+                              title=f"Gradient norm per layer {when} (raw)",
+                              path=out / f"{stem}.png")
+    fig = plots.plot_gradient_norms({name: d["per_parameter"] for name, d in measured.items()},
+                                    title=f"Gradient norm per layer {when}, per parameter")
+    fig.axes[0].set_ylabel("‖∂loss/∂kernel‖ / √(#params)")
+    plots.save_figure(fig, out / f"{stem}_per_parameter.png")
 
 
 def cmd_fetch(args):
@@ -75,31 +188,73 @@ def cmd_fetch(args):
 def cmd_train(args):
     out = Path(args.out)
     if args.model == "scratch":
-        recipe = {}
-        if args.epochs:
-            recipe["epochs"] = args.epochs
-        if args.image_size:
-            recipe["image_size"] = args.image_size
+        recipe = {key: value for key, value in (("epochs", args.epochs),
+                                                ("image_size", args.image_size),
+                                                ("batch_size", args.batch_size))
+                  if value is not None}
         size = recipe.get("image_size", training.SCRATCH_RECIPE["image_size"])
         images, labels, splits = _load(args, size)
-        _, results = training.train_scratch(images, labels, splits, recipe, seed=args.seed,
-                                            verbose=_verbose(), out_dir=out)
+        _, run = training.train_scratch(images, labels, splits, recipe, seed=args.seed,
+                                        verbose=_verbose(), out_dir=out)
     else:
         from resnet_lab import transfer
 
-        weights = None if args.weights == "none" else args.weights
+        weights = None if args.weights == "none" else (args.weights or "imagenet")
         images, labels, splits = _load(args, args.image_size or 224)
-        _, results = transfer.train_transfer(
+        _, run = transfer.train_transfer(
             images, labels, splits, weights=weights, head_epochs=args.epochs or 30,
-            fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, verbose=_verbose(),
-            out_dir=out,
+            batch_size=args.batch_size or 32, fine_tune_epochs=args.fine_tune_epochs or 0,
+            seed=args.seed, verbose=_verbose(), out_dir=out,
         )
-    _save_run_plots(results, out)
+    _save_run_plots(run, out)
     print(
-        f"{results['name']} ({results['weights']}): train {results['train_accuracy']:.3f}, "
-        f"val {results['val_accuracy']:.3f}, test {results['test_accuracy']:.3f}, "
-        f"{results['wall_time_s']:.0f} s. Wrote {out / 'results.json'}"
+        f"{run['name']} ({run['weights']}): train {run['train_accuracy']:.3f}, "
+        f"val {run['val_accuracy']:.3f}, test {run['test_accuracy']:.3f}, "
+        f"{run['wall_time_s']:.0f} s.\n"
+        f"Wrote {out / 'results.json'}, plots, and the trained model {out / 'model.keras'}\n"
+        f"Classify your own photos with it: python -m resnet_lab predict {out} IMAGE ..."
     )
+
+
+def _model_path(model):
+    path = Path(model)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise ValueError(f"no model at {path}: give a model.keras file or a run folder holding "
+                         f"one (written by `train --out DIR`). Received: MODEL={model}")
+    return path
+
+
+def cmd_predict(args):
+    import zipfile
+
+    import keras
+
+    from resnet_lab import evaluation
+
+    path = _model_path(args.model)
+    for image in args.images:
+        if not Path(image).is_file():
+            raise ValueError(f"{image}: no such file. Received: IMAGE={image}")
+    try:
+        # `resnet_lab` is imported (this module is part of it), so its layers are registered.
+        model = keras.saving.load_model(path)
+    except (ValueError, TypeError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a Keras model this lab can load ({error})") from error
+    height = model.input_shape[1] or PREDICT_DEFAULT_SIZE
+    width = model.input_shape[2] or PREDICT_DEFAULT_SIZE
+    classes = evaluation.num_outputs(model)
+    names = data_lib.CLASS_NAMES if classes == len(data_lib.CLASS_NAMES) else None
+    # Decoded exactly as the flowers were for training: RGB, scaled to cover the model's
+    # input, center-cropped (`data.read_image`).
+    ranked = evaluation.classify_files(model, args.images, names, top=args.top)
+    print(f"{path}: {classes} classes; each image scaled to cover {height}x{width} and "
+          f"center-cropped")
+    for image, top in ranked:
+        print(f"{image}:")
+        for rank, (name, probability) in enumerate(top, start=1):
+            print(f"  {rank}. {name:<12} {100 * probability:5.1f}%")
 
 
 def cmd_degradation(args):
@@ -107,21 +262,25 @@ def cmd_degradation(args):
 
     out = Path(args.out)
     if args.dataset == "cifar10":
-        images, labels, splits = analysis.load_cifar10(args.train_per_class, seed=args.seed)
+        images, labels, splits = data_lib.load_cifar10(args.train_per_class, seed=args.seed)
     else:
-        images, labels, splits = _load(args, args.image_size)
+        images, labels, splits = _load(args, args.image_size or 32)
     result = analysis.degradation_experiment(
         images, labels, splits, depths=args.depths, epochs=args.epochs, seed=args.seed,
         verbose=_verbose(),
     )
-    training.save_results(result, out / "degradation.json")
+    results.save_results(result, out / "degradation.json")
     plots.plot_degradation(result["histories"], path=out / "degradation.png")
-    plots.plot_gradient_norms(result["gradients_init"], path=out / "gradients_init.png")
-    plots.plot_gradient_norms(result["gradients_trained"], title="Gradient norm per layer "
-                              "after training", path=out / "gradients_trained.png")
+    _plot_gradients(result["gradients_init"], "at initialisation", out, "gradients_init")
+    _plot_gradients(result["gradients_trained"], "after training", out, "gradients_trained")
     for name, res in result["results"].items():
-        print(f"{name:>10}: final train error {100 * res['final_train_error']:.1f}%, "
-              f"val accuracy {100 * res['val_accuracy']:.1f}%")
+        print(f"{name}:\n"
+              f"  training error (clean images, inference mode):                "
+              f"{100 * res['train_error']:5.1f}%\n"
+              f"  last-epoch running training error (augmented, training mode): "
+              f"{100 * res['running_train_error']:5.1f}%\n"
+              f"  validation accuracy:                                          "
+              f"{100 * res['val_accuracy']:5.1f}%")
     print(f"Wrote {out}/degradation.json and plots")
 
 
@@ -130,92 +289,138 @@ def cmd_gradients(args):
 
     out = Path(args.out)
     images, labels, splits = _load(args, args.image_size)
-    batch = splits["train"][: args.batch]
-    norms = {}
+    builders = {}
     for depth in args.depths:
-        for name, build in analysis.cifar_pair(depth, int(labels.max()) + 1,
-                                               args.image_size).items():
-            training.set_seed(args.seed)
-            _, norms[name] = analysis.conv_gradient_norms(build(), images[batch], labels[batch])
-            print(f"{name:>10}: gradient norm spread over layers (max/min) "
-                  f"{norms[name].max() / norms[name].min():,.1f}x")
-    training.save_results({k: v.tolist() for k, v in norms.items()}, out / "gradients.json")
-    plots.plot_gradient_norms(norms, path=out / "gradients.png")
-    print(f"Wrote {out}/gradients.json and gradients.png")
+        builders.update(analysis.cifar_pair(depth, int(labels.max()) + 1, args.image_size))
+    batch, measured = analysis.gradient_flow(builders, images, labels, splits["train"],
+                                             batch_size=args.batch, seed=args.seed)
+    print(f"Gradient norms at initialisation on {len(batch)} training images drawn evenly "
+          f"from the classes (raw: L2 norm per kernel; per parameter: that norm / "
+          f"sqrt(kernel size))")
+    for name, norms in measured.items():
+        print(f"{name:>10}: gradient norm spread over layers (max/min): "
+              f"{_fold(norms['spread'])} raw, {_fold(norms['spread_per_parameter'])} per "
+              f"parameter")
+    results.save_results({
+        "gradients": measured,
+        "gradient_batch": batch,
+        "settings": {"depths": args.depths, "image_size": args.image_size,
+                     "batch": args.batch, "seed": args.seed},
+    }, out / "gradients.json")
+    _plot_gradients(measured, "at initialisation", out, "gradients")
+    print(f"Wrote {out}/gradients.json, gradients.png and gradients_per_parameter.png")
 
 
 def cmd_compare(args):
     out = Path(args.out)
     runs = {}
     for run in args.runs:
-        path = Path(run) / "results.json" if Path(run).is_dir() else Path(run)
-        if not path.is_file():
-            raise SystemExit(f"error: no results.json at {path}; run `train --out DIR` first.")
-        results = json.loads(path.read_text())
-        runs[f"{results['name']} ({results['weights'].split(':')[0]})"] = results
-    print(f"{'run':<40} {'train':>7} {'val':>7} {'test':>7} {'time s':>8}")
+        try:
+            measured = results.load_results(run)
+        except FileNotFoundError as error:
+            raise ValueError(str(error)) from None
+        label = f"{measured['name']} ({measured['weights'].split(':')[0]})"
+        if label in runs:  # two runs of one recipe: tell them apart by folder
+            label = f"{label} {run}"
+        runs[label] = measured
+    width = max(40, *(len(name) for name in runs))
+    print(f"{'run':<{width}} {'train':>7} {'val':>7} {'test':>7} {'time s':>8}")
     for name, r in runs.items():
-        print(f"{name:<40} {r['train_accuracy']:>7.3f} {r['val_accuracy']:>7.3f} "
+        print(f"{name:<{width}} {r['train_accuracy']:>7.3f} {r['val_accuracy']:>7.3f} "
               f"{r['test_accuracy']:>7.3f} {r['wall_time_s']:>8.0f}")
     plots.plot_comparison(runs, path=out / "comparison.png")
     plots.plot_history({n: r["history"] for n, r in runs.items()}, path=out / "curves.png")
-    training.save_results({n: {k: v for k, v in r.items() if k != "history"}
-                           for n, r in runs.items()}, out / "comparison.json")
+    results.save_results({n: {k: v for k, v in r.items() if k != "history"}
+                          for n, r in runs.items()}, out / "comparison.json")
     print(f"Wrote {out}/comparison.json, comparison.png, curves.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser():
     """The argument parser, one sub-command per experiment."""
-    parser = argparse.ArgumentParser(prog="python -m resnet_lab", description=__doc__.split(
-        "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, _, details = __doc__.partition("\n")
+    parser = argparse.ArgumentParser(prog="python -m resnet_lab", description=summary,
+                                     epilog=details.strip("\n"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fetch", help="download, verify and cache the flowers data")
     _add_data_args(p)
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("train", help="train the from-scratch or transfer model, write results")
+    p = sub.add_parser("train", help="train the from-scratch or transfer model; write "
+                                     "model.keras, results.json and plots")
     p.add_argument("--model", choices=("scratch", "transfer"), required=True)
-    p.add_argument("--out", required=True, help="output folder (results.json, PNG plots)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="epochs (scratch: recipe's; transfer: head epochs, default 30)")
-    p.add_argument("--image-size", type=_positive_int, default=None,
-                   help="square image size (scratch: recipe's; transfer: 224)")
-    p.add_argument("--weights", default="imagenet",
-                   help="transfer only: 'imagenet', a local weights .h5 file, or 'none' "
-                        "(random init: explicitly NOT transfer learning)")
-    p.add_argument("--fine-tune-epochs", type=int, default=0,
-                   help="transfer only: epochs of fine-tuning the top stage after the head")
+    p.add_argument("--out", required=True,
+                   help="output folder (model.keras, results.json, PNG plots)")
+    p.add_argument("--epochs", type=int_in_range(1), default=None,
+                   help="epochs, >= 1 (scratch: the recipe's 100; transfer: head epochs, 30)")
+    p.add_argument("--batch-size", type=int_in_range(1), default=None,
+                   help="batch size, >= 1 and at most the training split (default: 32)")
+    p.add_argument("--image-size", type=int_in_range(1), default=None,
+                   help=f"square image size (scratch: the recipe's 64, >= {SCRATCH_MIN_SIZE}; "
+                        f"transfer: 224, >= {TRANSFER_MIN_SIZE})")
+    p.add_argument("--weights", default=None,
+                   help="transfer only: 'imagenet' (default), a local weights .h5 file, or "
+                        "'none' (random init: explicitly NOT transfer learning)")
+    p.add_argument("--fine-tune-epochs", type=int_in_range(0), default=None,
+                   help="transfer only: epochs of fine-tuning the top stage after the head, "
+                        ">= 0 (default: 0, none)")
     _add_data_args(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, check=check_train)
+
+    p = sub.add_parser("predict", help="top classes of your own images with a trained model")
+    p.add_argument("model", metavar="MODEL",
+                   help="a model.keras file, or a run folder holding one (`train --out DIR`)")
+    p.add_argument("images", metavar="IMAGE", nargs="+",
+                   help="image files in any format and size PIL reads (JPEG, PNG, ...); each "
+                        "is scaled to cover the model's input size and center-cropped")
+    p.add_argument("--top", type=int_in_range(1), default=3,
+                   help="classes to show per image, >= 1 (default: 3)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("degradation", help="plain vs residual nets, same budget (He et al. Fig. 6)")
     _add_experiment_args(p)
-    p.add_argument("--epochs", type=_positive_int, default=15)
+    _image_size_arg(p, None, f"flowers17 only: square image size, >= {CIFAR_MIN_SIZE} "
+                             "(default: 32, CIFAR's)")
+    p.add_argument("--epochs", type=int_in_range(1), default=15,
+                   help="training epochs per network, >= 1 (default: 15)")
     p.add_argument("--dataset", choices=("flowers17", "cifar10"), default="flowers17",
                    help="cifar10: the paper's setting, via keras.datasets (needs internet once)")
-    p.add_argument("--train-per-class", type=_positive_int, default=None,
-                   help="cifar10 only: training images per class (default: all 4,500)")
+    p.add_argument("--train-per-class", type=int_in_range(1, 4500), default=None,
+                   help="cifar10 only: training images per class, 1 to 4,500 (default: all "
+                        "4,500; 500 more are held out for validation)")
     _add_data_args(p)
-    p.set_defaults(func=cmd_degradation)
+    p.set_defaults(func=cmd_degradation, check=check_degradation)
 
-    p = sub.add_parser("gradients", help="per-layer gradient norms at init, plain vs residual")
+    p = sub.add_parser("gradients", help="per-layer gradient norms at init, plain vs residual, "
+                                         "raw and per parameter")
     _add_experiment_args(p)
-    p.add_argument("--batch", type=_positive_int, default=64)
+    _image_size_arg(p, 32, f"square image size, >= {CIFAR_MIN_SIZE} (default: 32)")
+    p.add_argument("--batch", type=int_in_range(1), default=64,
+                   help="training images in the gradient batch, drawn evenly from the classes, "
+                        ">= 1 (default: 64)")
     _add_data_args(p)
     p.set_defaults(func=cmd_gradients)
 
     p = sub.add_parser("compare", help="table and plots of several runs' results.json")
     p.add_argument("runs", nargs="+", help="run folders (or results.json files)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output folder (comparison JSON and plots)")
     p.set_defaults(func=cmd_compare)
     return parser
 
 
 def main(argv=None):
-    """Entry point: parse `argv` and run the sub-command; errors exit with a message."""
+    """Entry point: parse `argv` and run the sub-command; errors exit 2 with a message."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    problem = args.check(args) if getattr(args, "check", None) else None
+    if problem:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {problem}\n")
     try:
         args.func(args)
     except (ValueError, RuntimeError) as error:

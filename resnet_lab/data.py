@@ -157,7 +157,7 @@ def read_image(path, image_size=(224, 224)):
     try:
         return _decode(path, height, width)
     except DataError as error:
-        raise ValueError(f"{path} is not an image Pillow can read ({error.__cause__}). "
+        raise ValueError(f"{path} is not an image PIL can read ({error.__cause__}). "
                          f"Received: path={str(path)!r}") from error
 
 

@@ -133,6 +133,6 @@ def classify_files(model, paths, class_names=None, top=3):
     probabilities = predict(model, images)
     results = []
     for path, probs in zip(paths, probabilities):
-        best = np.argsort(probs)[::-1][:top]
+        best = np.argsort(-probs, kind="stable")[:top]
         results.append((str(path), [(class_names[c], float(probs[c])) for c in best]))
     return results

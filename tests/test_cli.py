@@ -2,13 +2,20 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from flowers_fixture import tiny_archive  # noqa: F401
 from resnet_lab import cli
+
+COMMANDS = ["fetch", "train", "predict", "degradation", "gradients", "compare"]
+# One ranked line of `predict`: "  1. Sunflower     87.3%".
+RANKED = re.compile(r"^  (\d+)\. (.+?)\s+(\d+\.\d)%$")
 
 
 def run(*args, env=None, cache=None):
@@ -19,40 +26,224 @@ def run(*args, env=None, cache=None):
                           capture_output=True, text=True, env=env, timeout=400)
 
 
+def main(*args):
+    return cli.main([str(a) for a in args])
+
+
+def exit_code(args):
+    with pytest.raises(SystemExit) as info:
+        main(*args)
+    return info.value.code
+
+
+def ranked_lines(stdout):
+    """`{image: [(rank, class name, percent), ...]}` from `predict`'s output."""
+    found, image = {}, None
+    for line in stdout.splitlines():
+        match = RANKED.match(line)
+        if match:
+            found[image].append((int(match[1]), match[2], float(match[3])))
+        elif line.endswith(":") and not line.startswith(" "):
+            image = line[:-1]
+            found[image] = []
+    return found
+
+
+def write_photos(folder):
+    """A PNG (RGBA, 40x30) and a JPEG (RGB, 23x57): other sizes and modes than the data's."""
+    rng = np.random.default_rng(0)
+    png, jpeg = folder / "photo.png", folder / "photo.jpg"
+    Image.fromarray(rng.integers(0, 256, (30, 40, 4), dtype=np.uint8), "RGBA").save(png)
+    Image.fromarray(rng.integers(0, 256, (57, 23, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    return png, jpeg
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained 8x8 from-scratch model saved as `model.keras`, in a run folder."""
+    from resnet_lab import scratch_model, training
+
+    folder = tmp_path_factory.mktemp("run")
+    training.save_model(scratch_model(image_size=8, num_classes=17), folder / "model.keras")
+    return folder
+
+
 def test_entry_point_help():
     out = run("--help")
     assert out.returncode == 0, out.stderr
     assert "usage: python -m resnet_lab" in out.stdout
-    for command in ("fetch", "train", "degradation", "gradients", "compare"):
+    for command in COMMANDS:
         assert command in out.stdout
+    assert "python -m resnet_lab predict MODEL IMAGE [IMAGE ...] [--top 3]" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "fetch", "degradation", "gradients", "compare"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_help_for_each_command(command, capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main([command, "--help"])
-    assert info.value.code == 0
+    assert exit_code([command, "--help"]) == 0
     assert f"usage: python -m resnet_lab {command}" in capsys.readouterr().out
+
+
+def test_cache_help_says_where_the_cache_is(capsys):
+    assert exit_code(["fetch", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("$RESNET_LAB_CACHE", "data/ in a clone of the repository",
+                    "~/.cache/resnet_lab"):
+        assert default in text
+
+
+TRAIN = ["train", "--model", "scratch", "--out", "x"]
+TRANSFER = ["train", "--model", "transfer", "--out", "x"]
 
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "resnet", "--out", "x"], "invalid choice: 'resnet'"),
-    (["train", "--model", "scratch", "--epochs", "0", "--out", "x"], "Received: 0"),
     (["train", "--model", "scratch"], "required: --out"),
+    # One per numeric argument: the flag, the allowed range and what was received.
+    ([*TRAIN, "--epochs", "0"], "argument --epochs: must be an integer >= 1. Received: 0"),
+    ([*TRAIN, "--epochs", "True"], "argument --epochs: must be an integer >= 1. Received: True"),
+    ([*TRANSFER, "--fine-tune-epochs", "-1"],
+     "argument --fine-tune-epochs: must be an integer >= 0. Received: -1"),
+    ([*TRAIN, "--batch-size", "0"], "argument --batch-size: must be an integer >= 1. Received: 0"),
+    ([*TRAIN, "--image-size", "0"], "argument --image-size: must be an integer >= 1. Received: 0"),
+    ([*TRAIN, "--image-size", "3"],
+     "argument --image-size: must be >= 4 for --model scratch (the from-scratch network "
+     "downsamples by a total stride of 4). Received: 3"),
+    ([*TRANSFER, "--image-size", "31"],
+     "argument --image-size: must be >= 32 for --model transfer (ResNet-50 downsamples by a "
+     "total stride of 32). Received: 31"),
+    ([*TRAIN, "--seed", "-1"], "argument --seed: must be an integer from 0 to 4294967295. "
+                               "Received: -1"),
+    ([*TRAIN, "--fine-tune-epochs", "2"],
+     "argument --fine-tune-epochs: applies to --model transfer only. Received: 2"),
+    ([*TRAIN, "--weights", "none"], "argument --weights: applies to --model transfer only."),
+    (["degradation", "--out", "x", "--depths", "20", "21"],
+     "argument --depths: each depth must be 6n+2 with n >= 1 (8, 14, 20, 26, 32, ...; the paper "
+     "uses 20, 32, 44, 56, 110). Received: 21"),
+    (["degradation", "--out", "x", "--depths", "2"], "must be 6n+2 with n >= 1"),
+    (["degradation", "--out", "x", "--epochs", "-3"],
+     "argument --epochs: must be an integer >= 1. Received: -3"),
+    (["degradation", "--out", "x", "--image-size", "3"],
+     "argument --image-size: must be an integer >= 4 (the CIFAR networks downsample by a total "
+     "stride of 4). Received: 3"),
+    (["degradation", "--out", "x", "--dataset", "cifar10", "--train-per-class", "0"],
+     "argument --train-per-class: must be an integer from 1 to 4500. Received: 0"),
+    (["degradation", "--out", "x", "--train-per-class", "10"],
+     "argument --train-per-class: applies to --dataset cifar10 only. Received: 10"),
+    (["gradients", "--out", "x", "--batch", "0"],
+     "argument --batch: must be an integer >= 1. Received: 0"),
+    (["gradients", "--out", "x", "--image-size", "2"], "argument --image-size: must be an "
+                                                       "integer >= 4"),
+    (["gradients", "--out", "x", "--seed", "1.5"], "argument --seed: must be an integer"),
+    (["predict", "model.keras", "a.jpg", "--top", "0"],
+     "argument --top: must be an integer >= 1. Received: 0"),
 ])
 def test_bad_arguments_exit_2_with_a_message(args, message, capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(args)
-    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert exit_code(args) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
 
 
 def test_missing_data_source_is_a_clear_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["fetch", "--data", str(tmp_path / "nowhere.tgz"), "--cache", str(tmp_path)])
-    assert info.value.code == 2 and "nowhere.tgz" in capsys.readouterr().err
+    assert exit_code(["fetch", "--data", tmp_path / "nowhere.tgz", "--cache", tmp_path]) == 2
+    assert "nowhere.tgz" in capsys.readouterr().err
 
 
-def test_train_scratch_and_transfer_then_compare(tmp_path, tiny_archive):  # noqa: F811
+def fixed_output_model(image_size, probabilities):
+    """A model that gives every image the same known `probabilities`: a softmax of biases."""
+    import keras
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(len(probabilities), activation="softmax", kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant(np.log(probabilities)))
+    return keras.Model(inputs, dense(x))
+
+
+@pytest.mark.parametrize("image_size, num_classes", [
+    (8, 17),  # the flowers' names
+    (None, 5),  # any image size (224 is used), "class N" names
+])
+def test_predict_prints_the_top_classes_in_order(tmp_path, capsys, image_size, num_classes):
+    from resnet_lab import data, training
+
+    probabilities = np.random.default_rng(1).permutation(np.arange(1, num_classes + 1))
+    probabilities = probabilities / probabilities.sum()
+    training.save_model(fixed_output_model(image_size, probabilities), tmp_path / "model.keras")
+    png, jpeg = write_photos(tmp_path)
+    assert main("predict", tmp_path / "model.keras", png, jpeg, "--top", "4") == 0
+    out = capsys.readouterr().out
+    assert f"cover {image_size or 224}x{image_size or 224}" in out
+    names = data.CLASS_NAMES if num_classes == 17 else [f"class {i}" for i in range(num_classes)]
+    best = np.argsort(-probabilities)[:4]
+    expected = [(rank, names[c], round(100 * probabilities[c], 1))
+                for rank, c in enumerate(best, start=1)]
+    assert ranked_lines(out) == {str(png): expected, str(jpeg): expected}
+
+
+def test_predict_rejects_a_file_that_is_not_an_image(tiny_model, tmp_path, capsys):
+    text = tmp_path / "photo.txt"
+    text.write_text("not a picture")
+    png, _ = write_photos(tmp_path)
+    assert exit_code(["predict", tiny_model, png, text]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {text} is not an image PIL can read (" in err
+
+
+@pytest.mark.parametrize("model", ["nowhere", "empty_run"])
+def test_predict_without_a_model_is_a_clear_error(model, tmp_path, capsys):
+    (tmp_path / "empty_run").mkdir()
+    png, _ = write_photos(tmp_path)
+    assert exit_code(["predict", tmp_path / model, png]) == 2
+    assert f"error: no model at {tmp_path / model}" in capsys.readouterr().err
+
+
+def test_predict_rejects_a_model_file_that_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "model.keras").write_text("{}")
+    png, _ = write_photos(tmp_path)
+    assert exit_code(["predict", tmp_path, png]) == 2
+    assert "is not a Keras model this lab can load" in capsys.readouterr().err
+
+
+def test_predict_rejects_a_missing_image(tiny_model, tmp_path, capsys):
+    assert exit_code(["predict", tiny_model, tmp_path / "gone.jpg"]) == 2
+    assert f"error: {tmp_path / 'gone.jpg'}: no such file" in capsys.readouterr().err
+
+
+def test_gradients_stratified_batch_both_spreads(tmp_path, tiny_archive, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    assert main("gradients", "--out", out, "--depths", "8", "--image-size", "8", "--batch", "34",
+                "--data", tiny_archive, "--cache", tmp_path / "cache") == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("plain-8", "resnet-8"):
+        line = next(line for line in lines if line.strip().startswith(f"{name}:"))
+        assert re.search(r"\(max/min\): [\d,.]+x raw, [\d,.]+x per parameter$", line), line
+    saved = json.loads((out / "gradients.json").read_text())
+    labels = (np.array(saved["gradient_batch"]) // 80)  # the fixture's labels
+    assert len(saved["gradient_batch"]) == 34 and np.bincount(labels).min() == 2  # 17 x 2
+    for name in ("plain-8", "resnet-8"):
+        norms = saved["gradients"][name]
+        assert len(norms["norm"]) == len(norms["per_parameter"]) == len(norms["layers"])
+        assert norms["spread"] == pytest.approx(max(norms["norm"]) / min(norms["norm"]))
+    assert (out / "gradients.png").is_file() and (out / "gradients_per_parameter.png").is_file()
+
+
+def test_degradation_names_both_training_errors(tmp_path, tiny_archive, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    assert main("degradation", "--out", out, "--depths", "8", "--epochs", "1", "--image-size",
+                "8", "--data", tiny_archive, "--cache", tmp_path / "cache") == 0
+    text = capsys.readouterr().out
+    saved = json.loads((out / "degradation.json").read_text())
+    for name, res in saved["results"].items():
+        block = text[text.index(f"{name}:\n"):]
+        assert re.search(r"training error \(clean images, inference mode\): +"
+                         f"{100 * res['train_error']:5.1f}%", block)
+        assert re.search(r"last-epoch running training error \(augmented, training mode\): +"
+                         f"{100 * res['running_train_error']:5.1f}%", block)
+        assert re.search(f"validation accuracy: +{100 * res['val_accuracy']:5.1f}%", block)
+    for png in ("degradation", "gradients_init", "gradients_trained_per_parameter"):
+        assert (out / f"{png}.png").is_file()
+
+
+def test_train_scratch_and_transfer_then_predict_and_compare(tmp_path, tiny_archive):  # noqa: F811
     cache = tmp_path / "cache"
     env = {"RESNET_LAB_DATA": str(tiny_archive)}
     out = run("train", "--model", "scratch", "--epochs", "1", "--image-size", "16",
@@ -65,6 +256,19 @@ def test_train_scratch_and_transfer_then_compare(tmp_path, tiny_archive):  # noq
     assert results["settings"]["image_size"] == [16, 16]
     assert (tmp_path / "scratch" / "curves.png").is_file()
     assert (tmp_path / "scratch" / "confusion_matrix.png").is_file()
+    assert f"trained model {tmp_path / 'scratch' / 'model.keras'}" in out.stdout
+    assert "epoch 1/1" in out.stdout  # not a tty: the summary line, no progress bar
+
+    png, jpeg = write_photos(tmp_path)
+    out = run("predict", tmp_path / "scratch", png, jpeg)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "cover 16x16" in out.stdout
+    found = ranked_lines(out.stdout)
+    assert set(found) == {str(png), str(jpeg)}
+    for lines in found.values():
+        percents = [p for _, _, p in lines]
+        assert len(lines) == 3 and percents == sorted(percents, reverse=True)
+        assert sum(percents) <= 100.2
 
     out = run("train", "--model", "transfer", "--weights", "none", "--epochs", "1",
               "--image-size", "32", "--data", tiny_archive, "--out", tmp_path / "transfer",

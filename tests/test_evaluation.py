@@ -66,7 +66,7 @@ def test_classify_files_reads_any_size_and_format(tmp_path):
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    with pytest.raises(ValueError, match=r"notes.txt is not an image Pillow can read"):
+    with pytest.raises(ValueError, match=r"notes.txt is not an image PIL can read"):
         evaluation.classify_files(model, [text])
     with pytest.raises(ValueError, match=r"No file at"):
         evaluation.classify_files(model, [tmp_path / "missing.jpg"])
