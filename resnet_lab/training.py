@@ -222,6 +222,37 @@ def scratch_model(
     return models.scratch_model(image_size, num_classes, stages, stem_filters, dropout, name)
 
 
+def _reduce_each_tensor(strategy):
+    """Let a `MultiWorkerMirroredStrategy` reduce what Keras 3's `fit` hands it.
+
+    Before the first step `fit` calls `strategy.reduce("MEAN", batch)` on the whole
+    `(images, labels)` batch, and after every step `strategy.reduce("MEAN", metric, axis=0)`
+    on each scalar metric. `MirroredStrategy` accepts both; `MultiWorkerMirroredStrategy`
+    with two or more workers rejects both (Keras 3.15.1, TensorFlow 2.21: "Attempt to convert
+    a value (PerReplica...) to a Tensor", then "Invalid reduction dimension 0 for input with
+    0 dimensions"), so `fit` fails before its first step (keras-team/keras#20585). Reducing
+    each tensor of the structure on its own, and a scalar over replicas only, is what Keras
+    asks for. Other strategies are left as they are.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    reduce = strategy.reduce
+    if getattr(reduce, "reduces_each_tensor", False):
+        return
+
+    def reduce_each(reduce_op, value, axis=None):
+        def one(v):
+            rank = strategy.experimental_local_results(v)[0].shape.rank
+            return reduce(reduce_op, v, axis=axis if rank else None)
+
+        return tf.nest.map_structure(one, value)
+
+    reduce_each.reduces_each_tensor = True
+    strategy.reduce = reduce_each
+
+
 def train_classifier(
     build_model,
     images,
@@ -285,6 +316,8 @@ def train_classifier(
         images, labels, splits, batch_size=batch_size, augment=augment, seed=seed
     )
     steps_per_epoch = len(splits["train"]) // batch_size
+    if strategy is not None:
+        _reduce_each_tensor(strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = build_model()
