@@ -14,15 +14,7 @@ import numpy as np
 
 from resnet_lab import models, training
 from resnet_lab.checks import check_positive_int
-
-
-def all_layers(model):
-    """Layers of `model` in order, descending into nested models."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from all_layers(layer)
-        else:
-            yield layer
+from resnet_lab.costs import all_layers  # noqa: F401 (re-exported)
 
 
 def stratified_batch(labels, indices, size=64, seed=0):

@@ -31,11 +31,12 @@ the trainable weights of `cifar_resnet(depth, shortcut="identity")`, not with
 """
 
 
-def _layers(model):
-    """Layers of `model` in order, descending into nested models."""
+def all_layers(model):
+    """Layers of `model` in order, descending into nested models (the one walker of the lab:
+    FLOPs, gradient norms and Grad-CAM all use it)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _layers(layer)
+            yield from all_layers(layer)
         else:
             yield layer
 
@@ -75,7 +76,7 @@ def multiply_adds(model):
     Returns:
         An `int`: what He et al. 2015 (Table 1) call "FLOPs".
     """
-    return int(sum(_layer_macs(layer) for layer in _layers(model)))
+    return int(sum(_layer_macs(layer) for layer in all_layers(model)))
 
 
 def forward_flops(model):
@@ -133,7 +134,7 @@ def stage_table(model):
         ValueError: If `model` has no `conv1_*` or `conv{s}_block{b}_*` layers.
     """
     rows = {}
-    for layer in _layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         stage = _stage_of(layer.name) or "head"
@@ -144,7 +145,7 @@ def stage_table(model):
             row["blocks"].add(layer.name.split("_")[1])
         row["shape"] = tuple(layer.output.shape[1:])
     if not set(rows) - {"head"}:
-        names = [layer.name for layer in _layers(model)][:5]
+        names = [layer.name for layer in all_layers(model)][:5]
         raise ValueError(
             "`model` must be a ResNet with layers named `conv1_*` and "
             f"`conv{{s}}_block{{b}}_*`, as `resnet_lab.models` builds. Received: model with "

@@ -21,20 +21,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
-def _layers(model):
-    """Layers of `model` in order, descending into nested models; no input layers."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        elif not isinstance(layer, keras.layers.InputLayer):
-            yield layer
+from resnet_lab.costs import all_layers
 
 
 def _spatial_layers(model):
     """Names of the layers with a 4-D output `(batch, height, width, channels)`, in order."""
     names = []
-    for layer in _layers(model):
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
         try:
             rank = len(layer.output.shape)
         except (AttributeError, ValueError):  # never called, or called in several places
