@@ -74,8 +74,6 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
         ValueError: `image_size` is not a pair of positive integers, or `source` is invalid.
         DataError: fetching failed (see `fetch_flowers17`) or an image does not decode.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415 (only decoding shows a progress bar)
-
     height, width = _check_image_size(image_size)
     cache_dir = download.resolve_cache_dir(cache_dir)
     labels = (np.arange(_NUM_IMAGES) // IMAGES_PER_CLASS).astype(np.int32)
@@ -85,9 +83,17 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
 
     folder, key = download.fetch_keyed(source, cache_dir, progress=progress)
     images = np.empty((_NUM_IMAGES, height, width, 3), np.uint8)
-    names = tqdm(download.IMAGE_NAMES, desc="Decoding 17flowers", unit="img", disable=not progress)
-    for i, name in enumerate(names):
+    bar = None
+    if progress:
+        from resnet_lab.progress import ProgressBar  # noqa: PLC0415
+
+        bar = ProgressBar(_NUM_IMAGES, "Decoding 17flowers", "images", every=85)
+    for i, name in enumerate(download.IMAGE_NAMES):
         images[i] = _decode(folder / name, height, width)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=".", suffix=".npy.part", dir=cache_dir)

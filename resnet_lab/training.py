@@ -147,42 +147,43 @@ class Progress(keras.callbacks.Callback):
 
     Args:
         every: Print a summary line every `every` epochs (and after the last); 0 prints none.
-        bar: Show a `tqdm` progress bar over epochs (a widget in Jupyter, text elsewhere).
+        bar: Show a progress bar over epochs (`resnet_lab.progress.ProgressBar`: a line
+            updated in place in Jupyter, which a saved notebook keeps in its final state;
+            `tqdm` elsewhere).
         name: Run name shown on the bar and the lines.
     """
 
     def __init__(self, every=10, bar=True, name="fit"):
         super().__init__()
         self.every, self.bar, self.name = every, bar, name
-        self._tqdm = None
+        self._bar = None
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
         self._epochs = self.params.get("epochs") or 0
         if self.bar:
-            from tqdm.auto import tqdm
+            from resnet_lab.progress import ProgressBar
 
-            self._tqdm = tqdm(total=self._epochs, desc=self.name, unit="epoch", leave=True)
+            self._bar = ProgressBar(self._epochs, self.name, "epochs")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         shown = {k: v for k, v in logs.items() if k in ("loss", "accuracy", "val_accuracy")}
-        if self._tqdm is not None:
-            self._tqdm.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
-            self._tqdm.update(1)
+        if self._bar is not None:
+            self._bar.update(1, {k: f"{v:.3f}" for k, v in shown.items()})
         done = epoch + 1
         if self.every and (done % self.every == 0 or done == self._epochs):
             metrics = ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
             line = (f"{self.name} epoch {done}/{self._epochs}: {metrics} "
                     f"({time.perf_counter() - self._start:.0f} s)")
-            if self._tqdm is not None:
-                self._tqdm.write(line)
+            if self._bar is not None:
+                self._bar.write(line)
             else:
                 print(line, flush=True)
 
     def on_train_end(self, logs=None):
-        if self._tqdm is not None:
-            self._tqdm.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def fit_verbosity(verbose, name="fit", every=10):
