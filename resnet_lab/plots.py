@@ -214,7 +214,7 @@ def plot_degradation(histories, path=None):
             color = f"C{i}"
             train_error = 100 * (1 - np.asarray(history["accuracy"]))
             epochs = np.arange(1, len(train_error) + 1)
-            ax.plot(epochs, train_error, "--", lw=1, color=color, label=f"{name} train")
+            ax.plot(epochs, train_error, "--", lw=1, color=color, label=f"{name} train (running)")
             if history.get("val_accuracy"):
                 val_error = 100 * (1 - np.asarray(history["val_accuracy"]))
                 ax.plot(epochs, val_error, "-", lw=2, color=color, label=f"{name} val")
@@ -361,7 +361,9 @@ def plot_misclassified(images, labels, predictions, class_names, n=16, path=None
         labels: True class per image.
         predictions: Predicted class per image.
         class_names: One name per class.
-        n: At most this many mistakes are shown, the first ones in order.
+        n: At most this many mistakes are shown, spread over the true classes: the first
+            mistake of every class, then the second of every class, and so on (the first `n`
+            in file order would often all be one class).
         path: Optional PNG path to save to.
         cols: Images per row.
 
@@ -370,7 +372,10 @@ def plot_misclassified(images, labels, predictions, class_names, n=16, path=None
     """
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     wrong = np.flatnonzero(labels != predictions)
-    shown = wrong[:n]
+    rank = np.zeros(len(wrong), int)  # how many earlier mistakes share the true class
+    for j, i in enumerate(wrong):
+        rank[j] = np.sum(labels[wrong[:j]] == labels[i])
+    shown = wrong[np.lexsort((labels[wrong], rank))][:n]
     fig, axes = _gallery(max(len(shown), 1), cols)
     for ax, i in zip(axes, shown):
         ax.imshow(_as_image(images[i]))

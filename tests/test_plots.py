@@ -133,3 +133,12 @@ def test_gradcam_stretches_each_heatmap_over_its_image():
         plots.plot_gradcam(IMAGES[:1], [np.ones((2, 2, 2))])
     with pytest.raises(ValueError, match="Received: 1 images, 2 heatmaps"):
         plots.plot_gradcam(IMAGES[:1], [np.eye(2), np.eye(2)])
+
+
+def test_misclassified_spreads_over_the_true_classes():
+    labels = np.repeat([0, 1, 2], 4)
+    predictions = (labels + 1) % 3  # every image wrong, class 0 first in file order
+    images = np.zeros((12, 8, 8, 3), np.uint8)
+    fig = plots.plot_misclassified(images, labels, predictions, data.CLASS_NAMES, n=4)
+    titles = [ax.get_title().split(" /")[0] for ax in fig.axes if ax.images]
+    assert titles == ["Daffodil", "Snowdrop", "LilyValley", "Daffodil"]
