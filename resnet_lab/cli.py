@@ -25,7 +25,6 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
 
 from resnet_lab import data as data_lib  # noqa: E402
 from resnet_lab import plots, results, training  # noqa: E402

@@ -16,7 +16,6 @@ they agree to the last bit, so two runs can be compared exactly.
 """
 
 import hashlib
-import json
 import os
 import sys
 import traceback

@@ -75,6 +75,8 @@ def test_port_resnet50_features(source50, batch):
     target = resnet50(include_top=False, pooling="avg")
     assert port_keras_weights(source50, target) is target
     assert_same_outputs(source50, target, batch)
+    assert max_output_difference(source50, target, batch) < 1e-4
+    assert max_output_difference(source50, resnet50(include_top=False, pooling="avg"), batch) > 0.1
     # The bias went into the moving mean, not lost.
     conv, bn = source50.get_layer("conv2_block1_2_conv"), source50.get_layer("conv2_block1_2_bn")
     np.testing.assert_allclose(
