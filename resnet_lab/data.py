@@ -378,6 +378,49 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
     return datasets
 
 
+def one_hot_labels(dataset, num_classes):
+    """Map a batched `(images, int labels)` dataset to `(images, one-hot float32 labels)`.
+
+    Label smoothing and mixup need probability vectors as targets.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
+
+
+def mixup(dataset, alpha, seed=0):
+    """Mix each training batch with a shuffled copy of itself (Zhang et al. 2018, "mixup",
+    arXiv:1710.09412): `x = l x_i + (1 - l) x_j`, `y = l y_i + (1 - l) y_j`,
+    `l ~ Beta(alpha, alpha)` drawn once per batch.
+
+    Args:
+        dataset: Batched `(float images, one-hot labels)` (see `one_hot_labels`).
+        alpha: Beta parameter, > 0; small values (0.2) mix little most of the time.
+        seed: Seed of the mixing weights and partners.
+
+    Returns:
+        The mixed dataset; images stay in their range, labels stay probability vectors.
+
+    Raises:
+        ValueError: If `alpha` is not positive.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    if not alpha > 0:
+        raise ValueError(f"`alpha` must be > 0. Received: alpha={alpha!r}")
+
+    def mix(x, y):
+        # Beta(a, a) as g1 / (g1 + g2) with g ~ Gamma(a): tf.random has no Beta sampler.
+        g = tf.random.gamma([2], alpha, seed=seed)
+        weight = g[0] / (g[0] + g[1])
+        partner = tf.random.shuffle(tf.range(tf.shape(x)[0]), seed=seed)
+        x = weight * x + (1 - weight) * tf.gather(x, partner)
+        y = weight * y + (1 - weight) * tf.gather(y, partner)
+        return x, y
+
+    return dataset.map(mix)
+
+
 def shuffled_batches(dataset, size, batch_size, seed):
     """The training order of every pipeline in the lab: shuffle, batch, drop the remainder.
 

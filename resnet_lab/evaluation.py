@@ -29,16 +29,22 @@ def confusion_matrix(y_true, y_pred, num_classes):
     return matrix
 
 
-def predict(model, images, batch_size=64, verbose=0):
+def predict(model, images, batch_size=64, verbose=0, flip_tta=False):
     """Class probabilities for uint8 or float images in 0..255, batch by batch.
 
     Images are cast to float32 one batch at a time, so a uint8 array is never copied whole.
+    With `flip_tta`, each image's probabilities are averaged with its horizontal mirror's
+    (test-time augmentation; the training augmentation flips too, so both views are familiar).
     """
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
     dataset = dataset.map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE)
-    return model.predict(dataset, verbose=verbose)
+    probabilities = model.predict(dataset, verbose=verbose)
+    if flip_tta:
+        mirrored = dataset.map(lambda x: tf.reverse(x, axis=[2]))
+        probabilities = (probabilities + model.predict(mirrored, verbose=verbose)) / 2
+    return probabilities
 
 
 def num_outputs(model):
@@ -46,7 +52,7 @@ def num_outputs(model):
     return int(model.output_shape[-1])
 
 
-def evaluate(model, images, labels, num_classes=None, batch_size=64):
+def evaluate(model, images, labels, num_classes=None, batch_size=64, flip_tta=False):
     """Accuracy, per-class accuracy and confusion matrix in inference mode.
 
     Args:
@@ -57,6 +63,7 @@ def evaluate(model, images, labels, num_classes=None, batch_size=64):
         num_classes: Number of classes; `None` takes the model's output size, so a CIFAR-10
             run gets a 10x10 matrix and a 100-class model a 100x100 one.
         batch_size: Prediction batch size.
+        flip_tta: Average each prediction with the mirrored image's (see `predict`).
 
     Returns:
         A dict with `accuracy` (float), `per_class_accuracy` (list of floats),
@@ -65,7 +72,7 @@ def evaluate(model, images, labels, num_classes=None, batch_size=64):
     if num_classes is None:
         num_classes = num_outputs(model)
     labels = np.asarray(labels)
-    predictions = predict(model, images, batch_size).argmax(axis=-1)
+    predictions = predict(model, images, batch_size, flip_tta=flip_tta).argmax(axis=-1)
     matrix = confusion_matrix(labels, predictions, num_classes)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     return {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import keras
 
-from resnet_lab import models
+from resnet_lab import evaluation, models
 from resnet_lab.checks import check_choice, check_positive_int
 from resnet_lab.evaluation import (  # noqa: F401 (re-exported: older code imports them from here)
     confusion_matrix,
@@ -47,6 +47,10 @@ SCRATCH_RECIPE = {
     "weight_decay": 5e-4,
     "warmup_epochs": 2,
     "dropout": 0.0,
+    # Tricks available to the recipe, off until measured (issue 11): see `train_classifier`.
+    "label_smoothing": 0.0,
+    "mixup": 0.0,
+    "ema": None,
 }
 
 
@@ -79,6 +83,7 @@ def make_optimizer(
     epochs=30,
     steps_per_epoch=20,
     warmup_epochs=2,
+    ema=None,
 ):
     """An optimizer with linear warm-up then cosine decay, weight decay off BatchNorm.
 
@@ -94,6 +99,9 @@ def make_optimizer(
         epochs: Total training epochs (sets the schedule's length).
         steps_per_epoch: Optimizer steps per epoch.
         warmup_epochs: Epochs of linear warm-up from 0 to `learning_rate`.
+        ema: `None`, or the momentum of an exponential moving average of the weights (e.g.
+            `0.99`), Keras' `use_ema`: `fit` swaps the averages in when it ends (Polyak &
+            Juditsky 1992; the averaged weights generalise better at the end of a run).
 
     Returns:
         A `keras.optimizers.Optimizer`.
@@ -108,30 +116,42 @@ def make_optimizer(
     if epochs < 1:
         raise ValueError(f"`epochs` must be >= 1. Received: epochs={epochs}")
     schedule = learning_rate_schedule(learning_rate, epochs, steps_per_epoch, warmup_epochs)
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"`ema` must be None or in (0, 1). Received: ema={ema!r}")
     decay = weight_decay or None
+    averaging = {"use_ema": ema is not None, "ema_momentum": ema or 0.99}
     if name == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=decay)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=decay,
+                                         **averaging)
     else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **averaging)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
 
 
-def compile_model(model, optimizer, jit_compile=False, steps_per_execution=1):
-    """Compile `model` for integer labels with accuracy; return it.
+def compile_model(model, optimizer, jit_compile=False, steps_per_execution=1, one_hot=False,
+                  label_smoothing=0.0):
+    """Compile `model` for integer (or one-hot) labels with accuracy; return it.
 
     Args:
         model: A `keras.Model` ending in a softmax.
         optimizer: From `make_optimizer`, or any Keras optimizer.
         jit_compile: XLA compilation; measured slower on our 2-core CPU (see benchmarks).
         steps_per_execution: Batches per `tf.function` call.
+        one_hot: Labels are probability vectors (for label smoothing or mixup).
+        label_smoothing: With `one_hot`, the weight moved from the true class to a uniform
+            distribution (Szegedy et al. 2016, "Rethinking the Inception Architecture",
+            arXiv:1512.00567, Sec. 7).
 
     Returns:
         The compiled model.
     """
+    loss = "sparse_categorical_crossentropy"
+    if one_hot:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     model.compile(
         optimizer=optimizer,
-        loss="sparse_categorical_crossentropy",
+        loss=loss,
         metrics=["accuracy"],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
@@ -267,6 +287,9 @@ def train_classifier(
     weight_decay=5e-4,
     warmup_epochs=2,
     augment=True,
+    label_smoothing=0.0,
+    mixup=0.0,
+    ema=None,
     jit_compile=False,
     strategy=None,
     seed=0,
@@ -290,6 +313,10 @@ def train_classifier(
         weight_decay: Decoupled weight decay on kernels.
         warmup_epochs: Linear warm-up epochs.
         augment: Random flip, rotation and zoom on training batches.
+        label_smoothing: Label smoothing weight (0 disables it; see `compile_model`).
+        mixup: mixup's Beta parameter alpha (0 disables it; see `resnet_lab.data.mixup`).
+        ema: Momentum of an exponential moving average of the weights, or `None` (see
+            `make_optimizer`); the measured model holds the averages.
         jit_compile: XLA compilation of the train step.
         strategy: Optional `tf.distribute.Strategy` (e.g. `MirroredStrategy` for several
             GPUs, `MultiWorkerMirroredStrategy` across machines).
@@ -305,7 +332,9 @@ def train_classifier(
         `(model, results)`: the trained model and a JSON-ready dict with `name`,
         `history`, `train_accuracy` / `val_accuracy` / `test_accuracy` (inference mode,
         clean images), `per_class_accuracy`, `confusion_matrix` (test split),
-        `wall_time_s` (fit only), `weights` and `settings`.
+        `wall_time_s` (fit only), `weights` and `settings`, and `flip_tta_accuracy`
+        (validation and test accuracy averaging each image's prediction with its mirror's,
+        reported apart from the plain scores).
     """
     from resnet_lab import data as data_lib
 
@@ -316,6 +345,13 @@ def train_classifier(
     datasets = data_lib.make_datasets(
         images, labels, splits, batch_size=batch_size, augment=augment, seed=seed
     )
+    num_classes = int(labels.max()) + 1
+    one_hot = bool(label_smoothing or mixup)
+    if one_hot:
+        for split in ("train", "val"):
+            datasets[split] = data_lib.one_hot_labels(datasets[split], num_classes)
+        if mixup:
+            datasets["train"] = data_lib.mixup(datasets["train"], mixup, seed)
     steps_per_epoch = len(splits["train"]) // batch_size
     if strategy is not None:
         _reduce_each_tensor(strategy)
@@ -323,9 +359,10 @@ def train_classifier(
     with scope:
         model = build_model()
         opt = make_optimizer(
-            optimizer, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_epochs
+            optimizer, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_epochs, ema
         )
-        compile_model(model, opt, jit_compile=jit_compile)
+        compile_model(model, opt, jit_compile=jit_compile, one_hot=one_hot,
+                      label_smoothing=label_smoothing)
     start = time.perf_counter()
     history = model.fit(
         datasets["train"], validation_data=datasets["val"], epochs=epochs,
@@ -334,6 +371,8 @@ def train_classifier(
     )
     wall_time = time.perf_counter() - start
     measured = evaluate_splits(model, images, labels, splits)
+    flip_tta = {split: evaluation.evaluate(model, images[splits[split]], labels[splits[split]],
+                                           flip_tta=True)["accuracy"] for split in ("val", "test")}
     settings = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -342,6 +381,9 @@ def train_classifier(
         "weight_decay": weight_decay,
         "warmup_epochs": warmup_epochs,
         "augment": augment,
+        "label_smoothing": label_smoothing,
+        "mixup": mixup,
+        "ema": ema,
         "jit_compile": jit_compile,
         "seed": seed,
         "image_size": list(images.shape[1:3]),
@@ -354,6 +396,7 @@ def train_classifier(
         "name": name,
         "weights": "random init (trained from scratch)",
         **split_metrics(measured),
+        "flip_tta_accuracy": flip_tta,
         "wall_time_s": round(wall_time, 2),
         "params": int(model.count_params()),
         "history": history_dict(history),
@@ -400,7 +443,7 @@ def train_scratch(images, labels, splits, recipe=None, **kwargs):
                              recipe["stem_filters"], recipe["dropout"])
 
     fit_keys = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay",
-                "warmup_epochs")
+                "warmup_epochs", "label_smoothing", "mixup", "ema")
     kwargs.setdefault("name", "scratch")
     extra = {"recipe": {k: v for k, v in recipe.items() if k not in fit_keys}}
     return train_classifier(

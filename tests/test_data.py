@@ -734,3 +734,25 @@ def test_real_archive(real_archive, tiny_archive, tmp_path, monkeypatch):
     x, y = next(iter(make_datasets(images, labels, split_indices(labels))["train"]))
     assert x.shape == (32, 64, 64, 3) and x.dtype == np.float32 and y.dtype == np.int32
     shutil.rmtree(cache)  # 60 MB of extracted images
+
+
+def test_one_hot_and_mixup_make_convex_mixtures():
+    import tensorflow as tf
+
+    images = np.stack([np.full((4, 4, 3), 10.0 * i, "float32") for i in range(8)])
+    labels = np.arange(8) % 4
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    ds = data.one_hot_labels(ds, 4)
+    x0, y0 = next(iter(ds))
+    np.testing.assert_array_equal(y0.numpy(), np.eye(4)[labels])
+    mixed = list(data.mixup(ds, alpha=0.4, seed=1).take(1))[0]
+    x, y = mixed[0].numpy(), mixed[1].numpy()
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+    assert x.min() >= 0.0 and x.max() <= 70.0
+    # Each mixed image is l * its own + (1 - l) * a partner's, with the labels mixed alike.
+    weight = 1 - y[np.arange(8), labels].min() if not np.allclose(y, y0) else 1.0
+    assert not np.allclose(x, x0) or weight == 1.0
+    own = x[:, 0, 0, 0] / 10.0  # image i is constant 10 * i
+    assert np.all((own >= 0) & (own <= 7))
+    with pytest.raises(ValueError, match="Received: alpha=0"):
+        data.mixup(ds, alpha=0)

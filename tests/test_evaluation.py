@@ -70,3 +70,15 @@ def test_classify_files_reads_any_size_and_format(tmp_path):
         evaluation.classify_files(model, [text])
     with pytest.raises(ValueError, match=r"No file at"):
         evaluation.classify_files(model, [tmp_path / "missing.jpg"])
+
+
+def test_flip_tta_averages_an_image_and_its_mirror():
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    images = np.random.default_rng(0).uniform(0, 1, (5, 4, 4, 3)).astype("float32")
+    plain = evaluation.predict(model, images)
+    mirrored = evaluation.predict(model, images[:, :, ::-1, :])
+    np.testing.assert_allclose(evaluation.predict(model, images, flip_tta=True),
+                               (plain + mirrored) / 2, atol=1e-6)
+    assert not np.allclose(plain, mirrored)

@@ -137,3 +137,49 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert line.split()[1] == "2"
     assert float(line.split()[2]) > 1 / 17
     assert (tmp_path / "results.json").is_file()
+
+
+def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+    training.compile_model(model, keras.optimizers.SGD(0.0), one_hot=True, label_smoothing=0.3)
+    x = np.array([[1.0, -1.0], [0.5, 2.0]], "float32")
+    y = np.eye(3, dtype="float32")[[0, 2]]
+    probs = model.predict(x, verbose=0)
+    smoothed = y * 0.7 + 0.3 / 3
+    expected = np.mean(-np.sum(smoothed * np.log(probs), axis=1))
+    assert model.evaluate(x, y, verbose=0)[0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_ema_leaves_the_averaged_weights_in_the_model():
+    """With `ema`, fit ends with the moving average of the weights swapped in: not the last
+    iterate. Checked against the optimizer's own average, and against a run without it."""
+    def run(ema):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+        opt = training.make_optimizer("sgd", learning_rate=0.5, weight_decay=0, epochs=5,
+                                      steps_per_epoch=4, warmup_epochs=0, ema=ema)
+        training.compile_model(model, opt)
+        x = np.random.default_rng(0).normal(size=(32, 2)).astype("float32")
+        model.fit(x, (x[:, 0] > 0).astype("int32"), batch_size=8, epochs=5, verbose=0,
+                  shuffle=False)
+        return model, opt
+    averaged, opt = run(0.9)
+    last, _ = run(None)
+    assert opt.use_ema
+    np.testing.assert_allclose(np.array(averaged.layers[0].kernel),
+                               np.array(opt._model_variables_moving_average[0]), atol=1e-6)
+    assert not np.allclose(np.array(averaged.layers[0].kernel), np.array(last.layers[0].kernel))
+    with pytest.raises(ValueError, match="Received: ema=1.5"):
+        training.make_optimizer(ema=1.5)
+
+
+def test_scratch_recipe_with_tricks_runs_and_reports_flip_tta(tmp_path):
+    images, labels, splits = flowers_like(16)
+    recipe = {**TINY, "epochs": 2, "label_smoothing": 0.1, "mixup": 0.2, "ema": 0.9,
+              "stages": ((16, 1),), "stem_filters": 16}
+    model, results = training.train_scratch(images, labels, splits, recipe, verbose=0,
+                                            out_dir=tmp_path)
+    assert results["settings"]["label_smoothing"] == 0.1 and results["settings"]["ema"] == 0.9
+    assert set(results["flip_tta_accuracy"]) == {"val", "test"}
+    assert 0 <= results["flip_tta_accuracy"]["test"] <= 1
+    assert keras.saving.load_model(tmp_path / "model.keras").output_shape == (None, 17)
