@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from resnet_lab import models, porting
 from resnet_lab.evaluation import evaluate, evaluate_splits, predict, split_metrics
@@ -304,8 +305,11 @@ def train_transfer(
     if cache_features:
         # One pass of the backbone over the images the head trains and validates on; the
         # test images wait for the evaluation, as they do on the uncached path.
+        # One predict call for both splits: every call with a new last-batch size retraces
+        # the whole backbone (seconds for ResNet-50), so two calls cost an extra trace.
         extractor = feature_extractor(model)  # built once: one trace of the backbone
-        features = {s: predict(extractor, images[splits[s]], batch_size) for s in ("train", "val")}
+        both = predict(extractor, images[np.concatenate([train, val])], batch_size)
+        features = {"train": both[:len(train)], "val": both[len(train):]}
         feature_time = time.perf_counter() - start
         with scope:
             head = head_model(model)
