@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -26,7 +27,8 @@ from benchmarks.harness import ROOT, interleaved, log, table
 from resnet_lab import data as data_lib
 from resnet_lab import training
 
-CURRENT = {"jit_compile": False, "batch_size": 32, "steps_per_execution": 1,
+CURRENT = {"jit_compile": False, "dtype_policy": "float32", "batch_size": 32,
+           "steps_per_execution": 1,
            "image_size": training.SCRATCH_RECIPE["image_size"]}
 # A setting replaces the current default only when it is this much faster (and its repeats
 # do not overlap the current one's, see `_choose`): smaller gaps are within the noise of a
@@ -39,7 +41,8 @@ _BUILT = {}  # one compiled model per setting, shared by items 3 and 4 of a run
 
 
 def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_compile=False,
-                           steps_per_execution=1, images_per_call=128, seed=0):
+                           steps_per_execution=1, images_per_call=128, seed=0,
+                           dtype_policy="float32"):
     """The from-scratch model compiled with `SCRATCH_RECIPE`'s optimizer, and a timed call.
 
     Built once per setting and process (compiling costs seconds); `call.model` is the model.
@@ -57,12 +60,21 @@ def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_
     Returns:
         `(call, images)`: `call()` trains on `images` images and returns when it is done.
     """
-    key = (batch_size, image_size, jit_compile, steps_per_execution, images_per_call, seed)
+    key = (batch_size, image_size, jit_compile, steps_per_execution, images_per_call, seed,
+           dtype_policy)
     if key in _BUILT:
         return _BUILT[key]
     recipe = training.SCRATCH_RECIPE
     training.set_seed(seed)
-    model = training.scratch_model(image_size=image_size)
+    # Layers take Keras' global dtype policy when they are built: set it for this model only.
+    # "mixed_bfloat16" computes in bfloat16 (AVX-512 BF16 where the CPU has it), keeps float32
+    # weights.
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(dtype_policy)
+    try:
+        model = training.scratch_model(image_size=image_size)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
     # About the same compute per call whatever the size: cost grows with the pixel count.
     scaled = images_per_call * (CURRENT["image_size"] / image_size) ** 2
     steps = max(1, round(scaled / batch_size))
@@ -127,9 +139,10 @@ def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
     return result
 
 
-def _dimensions(xla, batch_sizes, steps_per_execution, image_sizes):
+def _dimensions(xla, batch_sizes, steps_per_execution, image_sizes, dtype_policies):
     return {
         "jit_compile": tuple(xla),
+        "dtype_policy": tuple(dtype_policies),
         "batch_size": tuple(batch_sizes),
         "steps_per_execution": tuple(steps_per_execution),
         "image_size": tuple(image_sizes),
@@ -200,7 +213,8 @@ def threads(images_per_call, repeats, settings=THREADS):
 
 
 def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 128),
-        steps_per_execution=(1, 4, 8), image_sizes=(48, 64, 96, 128), images_per_call=128,
+        steps_per_execution=(1, 4, 8), image_sizes=(48, 64, 96, 128),
+        dtype_policies=("float32", "mixed_bfloat16"), images_per_call=128,
         repeats=3, thread_settings=THREADS, thread_repeats=3,
         autotune_per_class=(40, 20, 20), autotune_repeats=5):
     """Item 4: images/s per setting, the fastest per dimension and the recommended defaults.
@@ -209,7 +223,7 @@ def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 12
         images, labels: the real flowers at the recipe's size, for the autotune comparison
             (skipped when `None`).
     """
-    dimensions = _dimensions(xla, batch_sizes, steps_per_execution, image_sizes)
+    dimensions = _dimensions(xla, batch_sizes, steps_per_execution, image_sizes, dtype_policies)
     configs = {}
     for dimension, values in dimensions.items():
         for value in values:
@@ -336,7 +350,10 @@ def recommend(results):
             f"{batch['current']}; a larger batch means fewer steps per epoch: re-check "
             f"accuracy before changing); image_size: fastest {size['fastest']} "
             f"(x{size['fastest_speedup_vs_current']:.2f} vs {size['current']}), cost grows with "
-            f"pixels: choose it by accuracy, not speed")
+            f"pixels: choose it by accuracy, not speed; dtype policy: fastest "
+            f"{results['dtype_policy']['fastest']} "
+            f"(x{results['dtype_policy']['fastest_speedup_vs_current']:.2f} vs float32: "
+            f"check accuracy before changing)")
     if results["tf_data_autotune"].get("values"):
         a = results["tf_data_autotune"]
         line += (f"; tf.data autotune {a['by_speed']} (epoch x"
@@ -347,4 +364,5 @@ def recommend(results):
             "intra_op_parallelism_threads": threads["intra_op"],
             "inter_op_parallelism_threads": threads["inter_op"],
             "batch_size_by_speed": batch["by_speed"], "image_size_fastest": size["fastest"],
+            "dtype_policy_fastest": results["dtype_policy"]["fastest"],
             "line": line}

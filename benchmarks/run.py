@@ -67,6 +67,7 @@ MODES = {
                      "fine_tune_epochs": 0},
         "pipeline": {"sizes": (32, 64), "repeats": 1, "model_images": 64},
         "defaults": {"xla": (False,), "batch_sizes": (32,), "steps_per_execution": (1,),
+                     "dtype_policies": ("float32",),
                      "image_sizes": (64,), "images_per_call": 64, "repeats": 1,
                      "thread_settings": (), "autotune_per_class": (4, 1, 1),
                      "autotune_repeats": 1},
