@@ -63,8 +63,9 @@ def layer_gradient_norms(model, images, labels):
         labels: Integer labels `(B,)`.
 
     Returns:
-        A dict with `layers` (convolution paths), `norm`, `per_parameter` (lists of floats)
-        and `parameters` (kernel sizes).
+        A dict with `layers` (convolution paths), `norm`, `per_parameter` (lists of floats),
+        `parameters` (kernel sizes), and `spread` and `spread_per_parameter` (max/min over
+        layers of each scale, `spread`).
     """
     import tensorflow as tf
 
@@ -77,14 +78,21 @@ def layer_gradient_norms(model, images, labels):
     grads = tape.gradient(loss, [kernel for _, kernel in kernels])
     norms = np.array([float(tf.norm(g)) for g in grads])
     sizes = np.array([int(np.prod(kernel.shape)) for _, kernel in kernels])
+    per_parameter = norms / np.sqrt(sizes)
     return {"layers": [name for name, _ in kernels], "norm": norms.tolist(),
-            "per_parameter": (norms / np.sqrt(sizes)).tolist(), "parameters": sizes.tolist()}
+            "per_parameter": per_parameter.tolist(), "parameters": sizes.tolist(),
+            "spread": spread(norms), "spread_per_parameter": spread(per_parameter)}
 
 
 def spread(values):
-    """max / min of positive values: how many-fold the gradient sizes differ over layers."""
+    """max / min of positive values: how many-fold the gradient sizes differ over layers.
+
+    A zero (a layer that gets no gradient, e.g. behind a zero-initialised BatchNorm gamma)
+    gives `inf`.
+    """
     values = np.asarray(values, np.float64)
-    return float(values.max() / values.min())
+    with np.errstate(divide="ignore"):
+        return float(values.max() / values.min())
 
 
 def conv_gradient_norms(model, images, labels):
@@ -110,16 +118,13 @@ def gradient_flow(builders, images, labels, indices, batch_size=64, seed=0):
 
     Returns:
         `(batch, measured)`: the batch's indices, and per name the dict of
-        `layer_gradient_norms` plus `spread` (raw) and `spread_per_parameter`.
+        `layer_gradient_norms` (with `spread` raw and `spread_per_parameter`).
     """
     batch = stratified_batch(labels, indices, batch_size, seed)
     measured = {}
     for name, build in builders.items():
         training.set_seed(seed)
-        norms = layer_gradient_norms(build(), images[batch], labels[batch])
-        norms["spread"] = spread(norms["norm"])
-        norms["spread_per_parameter"] = spread(norms["per_parameter"])
-        measured[name] = norms
+        measured[name] = layer_gradient_norms(build(), images[batch], labels[batch])
     return batch, measured
 
 
@@ -219,10 +224,8 @@ def degradation_experiment(
                 build, images, labels, splits, epochs=epochs, batch_size=batch_size,
                 learning_rate=learning_rate, seed=seed, verbose=verbose, name=name,
             )
-            trained = layer_gradient_norms(model, images[batch], labels[batch])
-            trained["spread"] = spread(trained["norm"])
-            trained["spread_per_parameter"] = spread(trained["per_parameter"])
-            out["gradients_trained"][name] = trained
+            out["gradients_trained"][name] = layer_gradient_norms(model, images[batch],
+                                                                  labels[batch])
             history = results.pop("history")
             results["running_train_error"] = 1 - history["accuracy"][-1]
             results["train_error"] = 1 - results["train_accuracy"]

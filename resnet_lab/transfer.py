@@ -18,6 +18,8 @@ full model, so the full model is ready to predict or to fine-tune afterwards.
 """
 
 import contextlib
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,9 +57,6 @@ def keras_cache_path():
     `$KERAS_HOME/models/` (default `~/.keras/models/`), or `/tmp/.keras/models/` when that
     folder is missing or not writable, as `keras.utils.get_file` decides.
     """
-    import os
-    import tempfile
-
     home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
     if not os.access(home, os.W_OK):
         home = os.path.join(tempfile.gettempdir(), ".keras")

@@ -96,3 +96,8 @@ def test_degradation_on_ten_classes_records_a_10x10_confusion_matrix():
                                           epochs=1, batch_size=16, verbose=0, grad_batch=10)
     for result in out["results"].values():
         assert np.array(result["confusion_matrix"]).shape == (10, 10)
+
+
+def test_spread_of_a_layer_without_gradient_is_infinite():
+    assert analysis.spread([2.0, 0.5]) == 4.0
+    assert analysis.spread([1.0, 0.0]) == float("inf")
