@@ -27,8 +27,8 @@ from benchmarks.harness import ROOT, interleaved, log, table
 from resnet_lab import data as data_lib
 from resnet_lab import training
 
-CURRENT = {"jit_compile": False, "dtype_policy": "float32", "batch_size": 32,
-           "steps_per_execution": 1,
+CURRENT = {"jit_compile": False, "dtype_policy": training.SCRATCH_RECIPE["dtype_policy"],
+           "batch_size": training.SCRATCH_RECIPE["batch_size"], "steps_per_execution": 1,
            "image_size": training.SCRATCH_RECIPE["image_size"]}
 # A setting replaces the current default only when it is this much faster (and its repeats
 # do not overlap the current one's, see `_choose`): smaller gaps are within the noise of a
@@ -42,7 +42,7 @@ _BUILT = {}  # one compiled model per setting, shared by items 3 and 4 of a run
 
 def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_compile=False,
                            steps_per_execution=1, images_per_call=128, seed=0,
-                           dtype_policy="float32"):
+                           dtype_policy="float32", network=None):
     """The from-scratch model compiled with `SCRATCH_RECIPE`'s optimizer, and a timed call.
 
     Built once per setting and process (compiling costs seconds); `call.model` is the model.
@@ -56,25 +56,22 @@ def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_
         images_per_call: images per call at the current image size; scaled by the pixel
             count for other sizes, rounded to whole batches and whole executions of
             `steps_per_execution` steps.
+        network: `None` (the recipe's network), or a dict of `training.scratch_model`
+            arguments (`stages`, `stem_filters`, `stem_stride`) for another candidate.
 
     Returns:
         `(call, images)`: `call()` trains on `images` images and returns when it is done.
     """
     key = (batch_size, image_size, jit_compile, steps_per_execution, images_per_call, seed,
-           dtype_policy)
+           dtype_policy, json.dumps(network, sort_keys=True))
     if key in _BUILT:
         return _BUILT[key]
     recipe = training.SCRATCH_RECIPE
     training.set_seed(seed)
-    # Layers take Keras' global dtype policy when they are built: set it for this model only.
     # "mixed_bfloat16" computes in bfloat16 (AVX-512 BF16 where the CPU has it), keeps float32
-    # weights.
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(dtype_policy)
-    try:
-        model = training.scratch_model(image_size=image_size)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
+    # weights; scratch_model sets the policy for this model only.
+    model = training.scratch_model(image_size=image_size, dtype_policy=dtype_policy,
+                                   **(network or {}))
     # About the same compute per call whatever the size: cost grows with the pixel count.
     scaled = images_per_call * (CURRENT["image_size"] / image_size) ** 2
     steps = max(1, round(scaled / batch_size))
@@ -140,13 +137,15 @@ def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
 
 
 def _dimensions(xla, batch_sizes, steps_per_execution, image_sizes, dtype_policies):
-    return {
-        "jit_compile": tuple(xla),
-        "dtype_policy": tuple(dtype_policies),
-        "batch_size": tuple(batch_sizes),
-        "steps_per_execution": tuple(steps_per_execution),
-        "image_size": tuple(image_sizes),
+    """Each dimension's values, the current default always among them (and first)."""
+    asked = {
+        "jit_compile": xla,
+        "dtype_policy": dtype_policies,
+        "batch_size": batch_sizes,
+        "steps_per_execution": steps_per_execution,
+        "image_size": image_sizes,
     }
+    return {k: tuple(dict.fromkeys((CURRENT[k], *v))) for k, v in asked.items()}
 
 
 def _key(config):

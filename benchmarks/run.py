@@ -15,6 +15,11 @@ interrupted run keeps what it measured). Items, in the order they run:
     defaults  4. XLA, batch size, steps_per_execution, threads, image size of the scratch model
     e2e       6. the smoke notebook (and with --full the CLI runs): wall time, peak memory
     gpu       7. which GPUs TensorFlow sees (the items above run where TensorFlow places them)
+    scratch   8. every candidate from-scratch network, float32 and bfloat16: images/s, FLOPs,
+                 fraction of the float32 matmul rate
+
+The recipe's accuracy against time (seeds 0, 1, 2 and 5/10/15-minute budgets, ~50 minutes)
+is its own command: `python -m benchmarks.time_to_accuracy`.
 """
 
 import argparse
@@ -30,7 +35,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 from benchmarks.harness import ROOT, elapsed, log, machine  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
-ITEMS = ("pipeline", "builders", "limit", "transfer", "defaults", "e2e", "gpu")
+ITEMS = ("pipeline", "builders", "limit", "transfer", "defaults", "scratch", "e2e", "gpu")
 
 
 def gpu_status(tf):
@@ -59,6 +64,7 @@ MODES = {
         "pipeline": {"sizes": (64, 224), "repeats": 3, "model_images": 128},
         "defaults": {"images_per_call": 128, "repeats": 3, "thread_repeats": 3,
                      "autotune_repeats": 5},
+        "scratch": {"images_per_call": 96, "repeats": 3},
     },
     "quick": {
         "builders": {"image_size": 32, "batch_size": 2, "repeats": 1, "train_repeats": 1},
@@ -71,6 +77,8 @@ MODES = {
                      "image_sizes": (64,), "images_per_call": 64, "repeats": 1,
                      "thread_settings": (), "autotune_per_class": (4, 1, 1),
                      "autotune_repeats": 1},
+        "scratch": {"candidates": ("seed 16-32-64 @64",), "policies": ("float32",),
+                    "images_per_call": 32, "repeats": 1, "matmul_n": 256},
     },
 }
 
@@ -121,7 +129,7 @@ def main(argv=None):
 
     # Keras' retracing warnings would bury the tables; the tracing cost is in the timings.
     tf.get_logger().setLevel("ERROR")
-    from benchmarks import builders, defaults, end_to_end, limit, pipeline, transfer
+    from benchmarks import builders, defaults, end_to_end, limit, pipeline, scratch, transfer
     from resnet_lab import training
     from resnet_lab.data import load_flowers17
 
@@ -176,6 +184,9 @@ def main(argv=None):
         size = training.SCRATCH_RECIPE["image_size"]
         results["cpu_defaults"] = defaults.run(images_at(size), labels, **settings["defaults"])
         save()
+    if "scratch" in items:
+        results["scratch_speed"] = scratch.run(**settings["scratch"])
+        save()
     if "e2e" in items:
         results["end_to_end"] = end_to_end.run(args.data, out, quick=args.quick,
                                                full=args.full)
@@ -211,6 +222,10 @@ def summary(results):
                      f"{'met' if f['target_met'] else 'NOT met'})")
     if "cpu_defaults" in results:
         lines.append(f"4. recommended defaults: {results['cpu_defaults']['recommended']['line']}")
+    if results.get("scratch_speed", {}).get("recipe"):
+        r = results["scratch_speed"]["recipe"]
+        lines.append(f"8. the recipe's network ({r['key']}): {r['images_per_s']:.0f} img/s, "
+                     f"{r['fraction_of_float32_matmul']:.0%} of the float32 matmul rate")
     if "machine_limit" in results:
         m = results["machine_limit"]
         lines.append(f"5. ResNet-50 reaches {m['inference']['fraction_of_matmul']:.0%} "

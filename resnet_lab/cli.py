@@ -31,7 +31,8 @@ from resnet_lab import plots, results, training  # noqa: E402
 
 # Smallest square image each network accepts: its total stride (stem stride, stem pool and
 # one stride 2 per stage after the first), so the last stage still has a pixel.
-SCRATCH_MIN_SIZE = 2 ** (len(training.SCRATCH_RECIPE["stages"]) - 1)  # seed net: 4
+SCRATCH_MIN_SIZE = (training.SCRATCH_RECIPE["stem_stride"]
+                    * 2 ** (len(training.SCRATCH_RECIPE["stages"]) - 1))
 TRANSFER_MIN_SIZE = 32  # ResNet-50: stem 2, pool 2, conv3..conv5 2 each
 CIFAR_MIN_SIZE = 4  # CIFAR nets: stem 1, two stride-2 stages
 PREDICT_DEFAULT_SIZE = 224  # for a model that accepts any image size
@@ -361,7 +362,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int_in_range(1), default=None,
                    help="batch size, >= 1 and at most the training split (default: 32)")
     p.add_argument("--image-size", type=int_in_range(1), default=None,
-                   help=f"square image size (scratch: the recipe's 64, >= {SCRATCH_MIN_SIZE}; "
+                   help=f"square image size (scratch: the recipe's "
+                        f"{training.SCRATCH_RECIPE['image_size']}, >= {SCRATCH_MIN_SIZE}; "
                         f"transfer: 224, >= {TRANSFER_MIN_SIZE})")
     p.add_argument("--weights", default=None,
                    help="transfer only: 'imagenet' (default), a local weights .h5 file, or "

@@ -40,6 +40,8 @@ SCRATCH_RECIPE = {
     "image_size": 64,
     "stages": ((16, 2), (32, 2), (64, 2)),
     "stem_filters": 16,
+    "stem_stride": 1,
+    "dtype_policy": "float32",
     "epochs": 100,
     "batch_size": 32,
     "optimizer": "sgd",
@@ -50,6 +52,7 @@ SCRATCH_RECIPE = {
     # Tricks available to the recipe, off until measured (issue 11): see `train_classifier`.
     "label_smoothing": 0.0,
     "mixup": 0.0,
+    "cutmix": 0.0,
     "ema": None,
 }
 
@@ -238,9 +241,12 @@ def scratch_model(
     stem_filters=SCRATCH_RECIPE["stem_filters"],
     dropout=SCRATCH_RECIPE["dropout"],
     name="scratch_resnet",
+    stem_stride=SCRATCH_RECIPE["stem_stride"],
+    dtype_policy=SCRATCH_RECIPE["dtype_policy"],
 ):
     """`resnet_lab.models.scratch_model` with `SCRATCH_RECIPE`'s defaults."""
-    return models.scratch_model(image_size, num_classes, stages, stem_filters, dropout, name)
+    return models.scratch_model(image_size, num_classes, stages, stem_filters, dropout, name,
+                                stem_stride, dtype_policy)
 
 
 def _reduce_each_tensor(strategy):
@@ -289,6 +295,7 @@ def train_classifier(
     augment=True,
     label_smoothing=0.0,
     mixup=0.0,
+    cutmix=0.0,
     ema=None,
     jit_compile=False,
     strategy=None,
@@ -315,6 +322,8 @@ def train_classifier(
         augment: Random flip, rotation and zoom on training batches.
         label_smoothing: Label smoothing weight (0 disables it; see `compile_model`).
         mixup: mixup's Beta parameter alpha (0 disables it; see `resnet_lab.data.mixup`).
+        cutmix: CutMix's Beta parameter alpha (0 disables it; see `resnet_lab.data.cutmix`);
+            with `mixup` too, both apply to every batch, mixup first.
         ema: Momentum of an exponential moving average of the weights, or `None` (see
             `make_optimizer`); the measured model holds the averages.
         jit_compile: XLA compilation of the train step.
@@ -346,12 +355,14 @@ def train_classifier(
         images, labels, splits, batch_size=batch_size, augment=augment, seed=seed
     )
     num_classes = int(labels.max()) + 1
-    one_hot = bool(label_smoothing or mixup)
+    one_hot = bool(label_smoothing or mixup or cutmix)
     if one_hot:
         for split in ("train", "val"):
             datasets[split] = data_lib.one_hot_labels(datasets[split], num_classes)
         if mixup:
             datasets["train"] = data_lib.mixup(datasets["train"], mixup, seed)
+        if cutmix:
+            datasets["train"] = data_lib.cutmix(datasets["train"], cutmix, seed)
     steps_per_epoch = len(splits["train"]) // batch_size
     if strategy is not None:
         _reduce_each_tensor(strategy)
@@ -383,6 +394,7 @@ def train_classifier(
         "augment": augment,
         "label_smoothing": label_smoothing,
         "mixup": mixup,
+        "cutmix": cutmix,
         "ema": ema,
         "jit_compile": jit_compile,
         "seed": seed,
@@ -440,10 +452,12 @@ def train_scratch(images, labels, splits, recipe=None, **kwargs):
 
     def build():
         return scratch_model(size, int(labels.max()) + 1, recipe["stages"],
-                             recipe["stem_filters"], recipe["dropout"])
+                             recipe["stem_filters"], recipe["dropout"],
+                             stem_stride=recipe["stem_stride"],
+                             dtype_policy=recipe["dtype_policy"])
 
     fit_keys = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay",
-                "warmup_epochs", "label_smoothing", "mixup", "ema")
+                "warmup_epochs", "label_smoothing", "mixup", "cutmix", "ema")
     kwargs.setdefault("name", "scratch")
     extra = {"recipe": {k: v for k, v in recipe.items() if k not in fit_keys}}
     return train_classifier(

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SECTIONS = ("machine", "builders", "transfer", "input_pipeline", "cpu_defaults",
-            "machine_limit", "end_to_end", "gpu")
+            "scratch_speed", "machine_limit", "end_to_end", "gpu")
 
 
 def _leaves(tree, path=()):
@@ -92,7 +92,7 @@ def test_quick_run_checks_and_records_what_it_claims(quick):
     assert results["cpu_defaults"]["recommended"]["line"]
     assert "recommended defaults:" in stdout
     for title in ("1. Builders", "2. Transfer", "3a. Decoding", "3b. Training pipeline",
-                  "4. batch_size", "5. Distance", "7. GPU"):
+                  "4. batch_size", "5. Distance", "7. GPU", "8. One training step"):
         assert title in stdout
     e2e = results["end_to_end"]
     assert e2e["cli_fetch"]["returncode"] == 0 and e2e["cli_fetch"]["peak_rss_mib"] > 0
@@ -137,3 +137,59 @@ def test_thread_worker_applies_the_setting_before_tensorflow_runs():
     assert ready["effective"] == [1, 1] and ready["images"] == 32
     times = [float(l.split()[1]) for l in lines if l.startswith("TIME ")]
     assert len(times) == 1 and times[0] > 0
+
+
+@pytest.mark.slow
+def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
+    results, _ = quick
+    speed = results["scratch_speed"]
+    assert speed["matmul_gflops"]["float32"] > 0 and speed["matmul_gflops"]["bfloat16"] > 0
+    (entry,) = speed["candidates"].values()
+    from resnet_lab import costs, training
+
+    # The FLOPs are the network's own, counted from its layers.
+    network = training.scratch_model(image_size=64, stages=((16, 2), (32, 2), (64, 2)),
+                                     stem_filters=16, stem_stride=1, dtype_policy="float32")
+    assert entry["forward_gflop_per_image"] == pytest.approx(costs.forward_flops(network) / 1e9,
+                                                             abs=1e-4)
+    assert entry["params"] == network.count_params()
+    expected = 3 * entry["forward_gflop_per_image"] * entry["images_per_s"]
+    assert entry["train_gflops"] == pytest.approx(expected, rel=0.01)
+    assert entry["fraction_of_float32_matmul"] == pytest.approx(
+        entry["train_gflops"] / speed["matmul_gflops"]["float32"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_runs_the_cli_per_seed_and_budget(tmp_path, tiny_archive):  # noqa: F811
+    """The accuracy-vs-time command end to end on the tiny archive (16 px, 1 epoch per seed
+    run): it runs the real CLI, plans each budget's epochs from the first run, and writes the
+    JSON, the plot and both tables."""
+    from benchmarks import time_to_accuracy as tta
+
+    assert tta.epochs_for(600, 60, 10) == 51  # (0.95 * 600 - 60) / 10 = 51
+    assert tta.epochs_for(60, 100, 10) == 1  # never less than one epoch
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.time_to_accuracy", "--data", str(tiny_archive),
+         "--out", str(tmp_path), "--seeds", "0", "1", "--budgets", "0.4", "--epochs", "1",
+         "--image-size", "16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    results = json.loads((tmp_path / "time_to_accuracy.json").read_text())
+    assert [r["seed"] for r in results["seeds"]] == [0, 1]
+    for run in results["seeds"]:
+        assert run["epochs"] == 1 and "--seed" in run["command"]
+        assert 0 <= run["test_accuracy"] <= 1 and run["command_wall_s"] > run["fit_wall_s"] > 0
+    summary = results["summary"]["test_accuracy"]
+    assert summary["values"] == [r["test_accuracy"] for r in results["seeds"]]
+    assert summary["mean"] == pytest.approx(sum(summary["values"]) / 2)
+    (budget,) = results["budgets"]
+    calibration = results["calibration"]
+    assert budget["planned_epochs"] == tta.epochs_for(24, calibration["overhead_s"],
+                                                      calibration["epoch_s"])
+    assert budget["run"]["epochs"] == (1 if budget["reuses_recipe_run"] else
+                                       budget["planned_epochs"])
+    assert isinstance(budget["within_budget"], bool)
+    assert (tmp_path / "time_to_accuracy.png").stat().st_size > 1000
+    assert "mean ± std" in done.stdout and "Test accuracy within a budget" in done.stdout

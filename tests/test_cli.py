@@ -105,9 +105,10 @@ TRANSFER = ["train", "--model", "transfer", "--out", "x"]
      "argument --fine-tune-epochs: must be an integer >= 0. Received: -1"),
     ([*TRAIN, "--batch-size", "0"], "argument --batch-size: must be an integer >= 1. Received: 0"),
     ([*TRAIN, "--image-size", "0"], "argument --image-size: must be an integer >= 1. Received: 0"),
-    ([*TRAIN, "--image-size", "3"],
-     "argument --image-size: must be >= 4 for --model scratch (the from-scratch network "
-     "downsamples by a total stride of 4). Received: 3"),
+    ([*TRAIN, "--image-size", str(cli.SCRATCH_MIN_SIZE - 1)],
+     f"argument --image-size: must be >= {cli.SCRATCH_MIN_SIZE} for --model scratch (the "
+     f"from-scratch network downsamples by a total stride of {cli.SCRATCH_MIN_SIZE}). "
+     f"Received: {cli.SCRATCH_MIN_SIZE - 1}"),
     ([*TRANSFER, "--image-size", "31"],
      "argument --image-size: must be >= 32 for --model transfer (ResNet-50 downsamples by a "
      "total stride of 32). Received: 31"),

@@ -756,3 +756,35 @@ def test_one_hot_and_mixup_make_convex_mixtures():
     assert np.all((own >= 0) & (own <= 7))
     with pytest.raises(ValueError, match="Received: alpha=0"):
         data.mixup(ds, alpha=0)
+
+
+def test_cutmix_pastes_one_box_and_mixes_labels_by_its_area():
+    import tensorflow as tf
+
+    images = np.stack([np.full((8, 8, 3), 10.0 * (i + 1), "float32") for i in range(8)])
+    labels = np.arange(8) % 4
+    ds = data.one_hot_labels(tf.data.Dataset.from_tensor_slices((images, labels)).batch(8), 4)
+    boxes = 0
+    for x, y in data.cutmix(ds.repeat(6), alpha=1.0, seed=3).as_numpy_iterator():
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+        # Every pixel is a real pixel of the image itself or of one partner, never a blend.
+        own = x == images[:, :1, :1, :1]
+        values = np.unique(x)
+        assert set(values) <= set(10.0 * np.arange(1, 9))
+        moved = ~own[..., 0]
+        pasted = moved.any(axis=0)  # the same box in every image of the batch
+        if pasted.any():
+            boxes += 1
+            rows, cols = np.where(pasted)
+            # One axis-aligned rectangle...
+            assert pasted[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        area = pasted.mean()
+        # ...and the labels mix by its area: 1 - area of its own, area of the partner whose
+        # pixels fill the box (image j is constant 10 * (j + 1)).
+        for i in range(8):
+            partner = int(x[i][pasted][0, 0] / 10) - 1 if pasted.any() else i
+            expected = (1 - area) * np.eye(4)[labels[i]] + area * np.eye(4)[labels[partner]]
+            np.testing.assert_allclose(y[i], expected, atol=1e-6)
+    assert boxes >= 3  # Beta(1, 1) areas: some batch in six gets a box
+    with pytest.raises(ValueError, match="Received: alpha=-1"):
+        data.cutmix(ds, alpha=-1)

@@ -14,6 +14,7 @@ from resnet_lab.models import (
     resnet,
     resnet18,
     resnet50,
+    scratch_model,
     stage,
 )
 
@@ -311,3 +312,41 @@ def test_saves_and_loads_without_custom_objects(tmp_path):
 def test_bad_arguments(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_scratch_model_stem_stride_halves_the_resolution_at_the_same_parameters():
+    args = {"image_size": 32, "num_classes": 5, "stages": ((16, 1), (32, 1)), "stem_filters": 16}
+    full = scratch_model(**args, stem_stride=1)
+    strided = scratch_model(**args, stem_stride=2)
+    assert full.count_params() == strided.count_params()
+    assert full.get_layer("resnet_seed").get_layer("conv1_conv").output.shape[1:3] == (32, 32)
+    assert strided.get_layer("resnet_seed").get_layer("conv1_conv").output.shape[1:3] == (16,
+                                                                                              16)
+    assert strided.get_layer("resnet_seed").get_layer("conv3_block1_out").output.shape[1:3] \
+        == (8, 8)
+
+
+def test_scratch_model_in_mixed_bfloat16_computes_in_bfloat16_but_answers_in_float32():
+    """Keras' mixed precision: float32 weights, bfloat16 convolutions; the classifier stays
+    float32 (a bfloat16 softmax keeps 8 bits of each probability). The global policy is only
+    borrowed."""
+    args = {"image_size": 16, "num_classes": 5, "stages": ((16, 1), (32, 1)), "stem_filters": 16,
+            "stem_stride": 2}
+    mixed = scratch_model(**args, dtype_policy="mixed_bfloat16")
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    net = mixed.get_layer("resnet_seed")
+    conv = net.get_layer("conv2_block1_1_conv")
+    assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
+    assert net.get_layer("predictions").compute_dtype == "float32"
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    probs = mixed(x, training=False)
+    assert str(probs.dtype) in ("float32", "<dtype: 'float32'>")
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
+    # Same architecture, same parameters; the arithmetic differs by bfloat16's rounding only.
+    plain = scratch_model(**args)
+    assert plain.count_params() == mixed.count_params()
+    plain.set_weights(mixed.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(x, training=False)), np.asarray(probs),
+                               atol=0.05)
+    with pytest.raises(ValueError, match="Received: dtype_policy='bfloat16'"):
+        scratch_model(**args, dtype_policy="bfloat16")
