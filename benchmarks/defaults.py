@@ -25,9 +25,10 @@ import tensorflow as tf
 
 from benchmarks.harness import ROOT, interleaved, log, table
 from resnet_lab import data as data_lib
-from resnet_lab import training
+from resnet_lab import models, training
 
-CURRENT = {"jit_compile": False, "dtype_policy": training.SCRATCH_RECIPE["dtype_policy"],
+CURRENT = {"jit_compile": False,
+           "dtype_policy": models.resolve_dtype_policy(training.SCRATCH_RECIPE["dtype_policy"]),
            "batch_size": training.SCRATCH_RECIPE["batch_size"], "steps_per_execution": 1,
            "image_size": training.SCRATCH_RECIPE["image_size"]}
 # A setting replaces the current default only when it is this much faster (and its repeats
@@ -42,7 +43,7 @@ _BUILT = {}  # one compiled model per setting, shared by items 3 and 4 of a run
 
 def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_compile=False,
                            steps_per_execution=1, images_per_call=128, seed=0,
-                           dtype_policy="float32", network=None):
+                           dtype_policy=None, network=None):
     """The from-scratch model compiled with `SCRATCH_RECIPE`'s optimizer, and a timed call.
 
     Built once per setting and process (compiling costs seconds); `call.model` is the model.
@@ -62,6 +63,7 @@ def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_
     Returns:
         `(call, images)`: `call()` trains on `images` images and returns when it is done.
     """
+    dtype_policy = dtype_policy or CURRENT["dtype_policy"]  # None: the recipe's
     key = (batch_size, image_size, jit_compile, steps_per_execution, images_per_call, seed,
            dtype_policy, json.dumps(network, sort_keys=True))
     if key in _BUILT:
@@ -351,8 +353,8 @@ def recommend(results):
             f"(x{size['fastest_speedup_vs_current']:.2f} vs {size['current']}), cost grows with "
             f"pixels: choose it by accuracy, not speed; dtype policy: fastest "
             f"{results['dtype_policy']['fastest']} "
-            f"(x{results['dtype_policy']['fastest_speedup_vs_current']:.2f} vs float32: "
-            f"check accuracy before changing)")
+            f"(x{results['dtype_policy']['fastest_speedup_vs_current']:.2f} vs "
+            f"{results['dtype_policy']['current']}: check accuracy before changing)")
     if results["tf_data_autotune"].get("values"):
         a = results["tf_data_autotune"]
         line += (f"; tf.data autotune {a['by_speed']} (epoch x"

@@ -61,7 +61,7 @@ MODES = {
         "limit": {"n": 2048, "count": 4},
         "transfer": {"image_size": 224, "per_class": (8, 4, 4), "head_epochs": 5,
                      "fine_tune_epochs": 1},
-        "pipeline": {"sizes": (64, 224), "repeats": 3, "model_images": 128},
+        "pipeline": {"sizes": (64, 96, 224), "repeats": 3, "model_images": 128},
         "defaults": {"images_per_call": 128, "repeats": 3, "thread_repeats": 3,
                      "autotune_repeats": 5},
         "scratch": {"images_per_call": 96, "repeats": 3},

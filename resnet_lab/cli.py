@@ -100,6 +100,24 @@ def _add_experiment_args(parser):
                         help="CIFAR network depths, each 6n+2 (default: 20 56)")
 
 
+def recipe_json(text):
+    """`--recipe`: a JSON object of `SCRATCH_RECIPE` keys to override."""
+    import json
+
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"must be a JSON object ({error}). Received: {text}")
+    if not isinstance(recipe, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"cutmix\": 0}}'. "
+                                         f"Received: {text}")
+    unknown = sorted(set(recipe) - set(training.SCRATCH_RECIPE))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown recipe keys {unknown}; allowed: "
+                                         f"{sorted(training.SCRATCH_RECIPE)}. Received: {text}")
+    return recipe
+
+
 def _image_size_arg(parser, default, help):
     parser.add_argument("--image-size", default=default, help=help, type=int_in_range(
         CIFAR_MIN_SIZE, why=" (the CIFAR networks downsample by a total stride of 4)"))
@@ -117,6 +135,8 @@ def check_train(args):
                             ("--fine-tune-epochs", args.fine_tune_epochs)):
             if value is not None:
                 return f"argument {flag}: applies to --model transfer only. Received: {value}"
+    elif args.recipe is not None:
+        return f"argument --recipe: applies to --model scratch only. Received: {args.recipe}"
     minimum, network = {
         "scratch": (SCRATCH_MIN_SIZE, "the from-scratch network"),
         "transfer": (TRANSFER_MIN_SIZE, "ResNet-50"),
@@ -188,10 +208,10 @@ def cmd_fetch(args):
 def cmd_train(args):
     out = Path(args.out)
     if args.model == "scratch":
-        recipe = {key: value for key, value in (("epochs", args.epochs),
-                                                ("image_size", args.image_size),
-                                                ("batch_size", args.batch_size))
-                  if value is not None}
+        recipe = {**(args.recipe or {}), **{
+            key: value for key, value in (("epochs", args.epochs),
+                                          ("image_size", args.image_size),
+                                          ("batch_size", args.batch_size)) if value is not None}}
         size = recipe.get("image_size", training.SCRATCH_RECIPE["image_size"])
         images, labels, splits = _load(args, size)
         _, run = training.train_scratch(images, labels, splits, recipe, seed=args.seed,
@@ -365,6 +385,10 @@ def build_parser():
                    help=f"square image size (scratch: the recipe's "
                         f"{training.SCRATCH_RECIPE['image_size']}, >= {SCRATCH_MIN_SIZE}; "
                         f"transfer: 224, >= {TRANSFER_MIN_SIZE})")
+    p.add_argument("--recipe", type=recipe_json, default=None, metavar="JSON",
+                   help="scratch only: SCRATCH_RECIPE keys to override, as a JSON object, e.g. "
+                        "'{\"cutmix\": 0, \"mixup\": 0.2}' (--epochs, --image-size and "
+                        "--batch-size win over it)")
     p.add_argument("--weights", default=None,
                    help="transfer only: 'imagenet' (default), a local weights .h5 file, or "
                         "'none' (random init: explicitly NOT transfer learning)")

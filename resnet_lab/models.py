@@ -582,7 +582,41 @@ def rescaled(net, name=None):
     return keras.Model(inputs, net(x), name=name or net.name)
 
 
-DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+DTYPE_POLICIES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _cpu_flags(path="/proc/cpuinfo"):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_dtype_policy(policy="auto", cpuinfo="/proc/cpuinfo"):
+    """The Keras dtype policy `"auto"` stands for on this machine; other policies as given.
+
+    `"auto"` is `"mixed_bfloat16"` where bfloat16 arithmetic is native, else `"float32"`:
+    a GPU of compute capability 8.0 or more (Ampere on), or a CPU with AVX-512 BF16 or AMX
+    (`avx512_bf16`, `amx_bf16` in `/proc/cpuinfo`). Elsewhere oneDNN or XLA would emulate
+    bfloat16, slower than float32.
+    """
+    check_choice("dtype_policy", policy, DTYPE_POLICIES)
+    if policy != "auto":
+        return policy
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            native = tuple(details.get("compute_capability", (0, 0))) >= (8, 0)
+            return "mixed_bfloat16" if native else "float32"
+    native = bool(_cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
+    return "mixed_bfloat16" if native else "float32"
 
 
 def scratch_model(
@@ -609,15 +643,16 @@ def scratch_model(
         name: Model name.
         stem_stride: `1`, or `2` to halve the resolution in the stem (wider stages at a
             quarter of the pixels cost about what the narrow ones cost at full resolution).
-        dtype_policy: Keras dtype policy of the layers: `"float32"`, or `"mixed_bfloat16"`
+        dtype_policy: Keras dtype policy of the layers: `"float32"`, `"mixed_bfloat16"`
             (float32 weights, bfloat16 arithmetic: about 1.4x faster on CPUs with AVX-512
-            BF16, slower where bfloat16 is emulated; `benchmarks/README.md`, item 8). The
-            classifier computes in float32 either way. Keras' global policy is restored.
+            BF16, slower where bfloat16 is emulated; `benchmarks/README.md`, item 8), or
+            `"auto"`: bfloat16 where it is native (`resolve_dtype_policy`). The classifier
+            computes in float32 either way. Keras' global policy is restored.
 
     Returns:
         A `keras.Model` taking float images in 0..255.
     """
-    check_choice("dtype_policy", dtype_policy, DTYPE_POLICIES)
+    dtype_policy = resolve_dtype_policy(dtype_policy)
     previous = keras.mixed_precision.dtype_policy()
     # Layers take the global policy when they are created: set it for this model only.
     keras.mixed_precision.set_dtype_policy(dtype_policy)

@@ -324,6 +324,31 @@ def plot_augmented(image, augment, n=8, seed=None, path=None, *, cols=9):
     return _finish(fig, path)
 
 
+def plot_mixed(images, targets, class_names, n=8, path=None, *, cols=8):
+    """A training batch after CutMix or mixup, each image titled with its soft label.
+
+    Args:
+        images: Array `(N, H, W, 3)` in 0..255, as the network sees them.
+        targets: Probability vectors `(N, classes)`, e.g. from `resnet_lab.data.cutmix`.
+        class_names: One name per class.
+        n: How many images to show.
+        path: Optional PNG path to save to.
+        cols: Images per row.
+
+    Returns:
+        The `LabFigure`; each title lists the classes with weight >= 5%, largest first.
+    """
+    targets = np.asarray(targets, dtype=np.float64)
+    n = min(n, len(images))
+    fig, axes = _gallery(n, cols, cell=(1.6, 1.9))
+    for i in range(n):
+        axes[i].imshow(_as_image(images[i]))
+        order = [c for c in np.argsort(-targets[i]) if targets[i, c] >= 0.05]
+        axes[i].set_title("\n".join(f"{targets[i, c]:.0%} {class_names[c]}" for c in order),
+                          fontsize=8)
+    return _finish(fig, path)
+
+
 def plot_schedule(steps, learning_rates, warmup_steps=None, path=None, *, xlabel="step"):
     """The learning-rate schedule: linear warm-up, then cosine decay (Goyal et al. 2017).
 

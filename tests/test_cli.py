@@ -105,6 +105,12 @@ TRANSFER = ["train", "--model", "transfer", "--out", "x"]
      "argument --fine-tune-epochs: must be an integer >= 0. Received: -1"),
     ([*TRAIN, "--batch-size", "0"], "argument --batch-size: must be an integer >= 1. Received: 0"),
     ([*TRAIN, "--image-size", "0"], "argument --image-size: must be an integer >= 1. Received: 0"),
+    ([*TRAIN, "--recipe", '{"cutmx": 0}'],
+     "argument --recipe: unknown recipe keys ['cutmx']; allowed: ['batch_size', 'cutmix',"),
+    ([*TRAIN, "--recipe", "[1]"], "argument --recipe: must be a JSON object such as"),
+    ([*TRAIN, "--recipe", "{cutmix: 0}"], "argument --recipe: must be a JSON object (Expecting"),
+    ([*TRANSFER, "--recipe", "{}"],
+     "argument --recipe: applies to --model scratch only. Received: {}"),
     ([*TRAIN, "--image-size", str(cli.SCRATCH_MIN_SIZE - 1)],
      f"argument --image-size: must be >= {cli.SCRATCH_MIN_SIZE} for --model scratch (the "
      f"from-scratch network downsamples by a total stride of {cli.SCRATCH_MIN_SIZE}). "
@@ -248,9 +254,13 @@ def test_train_scratch_and_transfer_then_predict_and_compare(tmp_path, tiny_arch
     cache = tmp_path / "cache"
     env = {"RESNET_LAB_DATA": str(tiny_archive)}
     out = run("train", "--model", "scratch", "--epochs", "1", "--image-size", "16",
+              "--recipe", '{"cutmix": 0, "label_smoothing": 0.2, "epochs": 5}',
               "--out", tmp_path / "scratch", env=env, cache=cache)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "scratch" / "results.json").read_text())
+    # --recipe reaches the run; --epochs wins over the recipe's epochs.
+    assert results["settings"]["cutmix"] == 0 and results["settings"]["label_smoothing"] == 0.2
+    assert results["settings"]["epochs"] == 1
     for key in ("test_accuracy", "val_accuracy", "train_accuracy", "wall_time_s", "weights",
                 "settings"):
         assert key in results

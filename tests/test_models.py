@@ -350,3 +350,24 @@ def test_scratch_model_in_mixed_bfloat16_computes_in_bfloat16_but_answers_in_flo
                                atol=0.05)
     with pytest.raises(ValueError, match="Received: dtype_policy='bfloat16'"):
         scratch_model(**args, dtype_policy="bfloat16")
+
+
+def test_auto_dtype_policy_is_bfloat16_only_where_it_is_native(tmp_path, monkeypatch):
+    from resnet_lab import models
+
+    def cpuinfo(flags):
+        path = tmp_path / f"cpuinfo-{len(flags)}"
+        path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {' '.join(flags)}\n")
+        return str(path)
+
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    assert models.resolve_dtype_policy("auto", cpuinfo(["avx512f", "avx512_bf16"])) == \
+        "mixed_bfloat16"
+    assert models.resolve_dtype_policy("auto", cpuinfo(["amx_bf16"])) == "mixed_bfloat16"
+    assert models.resolve_dtype_policy("auto", cpuinfo(["avx512f"])) == "float32"
+    assert models.resolve_dtype_policy("auto", str(tmp_path / "missing")) == "float32"
+    assert models.resolve_dtype_policy("float32", cpuinfo(["avx512_bf16"])) == "float32"
+    with pytest.raises(ValueError, match="Received: dtype_policy='fp8'"):
+        models.resolve_dtype_policy("fp8")

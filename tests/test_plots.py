@@ -43,6 +43,9 @@ MAKERS = {
     "per class": lambda p: plots.plot_per_class_accuracy(
         {"scratch": np.linspace(0, 1, 17), "transfer": np.ones(17)}, data.CLASS_NAMES, path=p),
     "fine-tuning": lambda p: plots.plot_fine_tuning(TRANSFER_HISTORY, 3, path=p),
+    "mixed": lambda p: plots.plot_mixed(IMAGES[:3], np.eye(17)[LABELS[:3]] * 0.7 +
+                                        np.eye(17)[LABELS[3:6]] * 0.3, data.CLASS_NAMES,
+                                        path=p),
     "gradcam": lambda p: plots.plot_gradcam(IMAGES[:2], [np.eye(3), np.ones((7, 5))],
                                             titles=["a", "b"], path=p),
 }
@@ -142,3 +145,13 @@ def test_misclassified_spreads_over_the_true_classes():
     fig = plots.plot_misclassified(images, labels, predictions, data.CLASS_NAMES, n=4)
     titles = [ax.get_title().split(" /")[0] for ax in fig.axes if ax.images]
     assert titles == ["Daffodil", "Snowdrop", "LilyValley", "Daffodil"]
+
+
+def test_mixed_titles_name_each_class_with_its_weight():
+    targets = np.zeros((2, 17))
+    targets[0, [3, 7]] = [0.75, 0.25]
+    targets[1, [1, 2, 5]] = [0.97, 0.02, 0.01]
+    fig = plots.plot_mixed(IMAGES[:2], targets, data.CLASS_NAMES)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles == [f"75% {data.CLASS_NAMES[3]}\n25% {data.CLASS_NAMES[7]}",
+                      f"97% {data.CLASS_NAMES[1]}"]
