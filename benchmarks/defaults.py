@@ -29,7 +29,8 @@ from resnet_lab import models, training
 
 CURRENT = {"jit_compile": False,
            "dtype_policy": models.resolve_dtype_policy(training.SCRATCH_RECIPE["dtype_policy"]),
-           "batch_size": training.SCRATCH_RECIPE["batch_size"], "steps_per_execution": 1,
+           "batch_size": training.SCRATCH_RECIPE["batch_size"],
+           "steps_per_execution": training.SCRATCH_RECIPE["steps_per_execution"],
            "image_size": training.SCRATCH_RECIPE["image_size"]}
 # A setting replaces the current default only when it is this much faster (and its repeats
 # do not overlap the current one's, see `_choose`): smaller gaps are within the noise of a
@@ -136,6 +137,47 @@ def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
                           "statistic": "mean epoch time",
                           "measured": "model.fit(make_datasets(...)['train'], epochs=1)"}
     return result
+
+
+def fit_epochs(images, labels, values=(1, 4), repeats=4, seed=0):
+    """Whole `model.fit` epochs of the recipe (its real pipeline, CutMix and validation
+    included) for each `steps_per_execution` value, interleaved.
+
+    The in-memory timing above measures the train function alone; this is what a user waits
+    for. Returns `{value: {"epoch_s", "times_s", "images_per_s"}}` and the ratio to the first.
+    """
+    recipe = training.SCRATCH_RECIPE
+    splits = data_lib.split_indices(labels, seed=seed)
+    datasets = data_lib.make_datasets(images, labels, splits, batch_size=recipe["batch_size"],
+                                      seed=seed)
+    train, val = (data_lib.one_hot_labels(datasets[k], int(labels.max()) + 1)
+                  for k in ("train", "val"))
+    if recipe["cutmix"]:
+        train = data_lib.cutmix(train, recipe["cutmix"], seed)
+    functions = {}
+    for value in values:
+        training.set_seed(seed)
+        model = training.scratch_model(image_size=int(images.shape[1]))
+        optimizer = training.make_optimizer(recipe["optimizer"], recipe["learning_rate"],
+                                            recipe["weight_decay"], recipe["epochs"], 21,
+                                            recipe["warmup_epochs"])
+        training.compile_model(model, optimizer, steps_per_execution=value, one_hot=True,
+                               label_smoothing=recipe["label_smoothing"])
+        functions[f"steps_per_execution={value}"] = (
+            lambda m=model: m.fit(train, validation_data=val, epochs=1, verbose=0))
+    timed = interleaved(functions, repeats, what="4/7 defaults fit epochs")
+    per_epoch = (len(splits["train"]) // recipe["batch_size"]) * recipe["batch_size"]
+    first = float(np.mean(timed[next(iter(timed))]["times_s"]))
+    results = {name: {"epoch_s": round(float(np.mean(t["times_s"])), 3), "times_s": t["times_s"],
+                      "images_per_s": round(per_epoch / float(np.mean(t["times_s"])), 1),
+                      "speedup": round(first / float(np.mean(t["times_s"])), 3)}
+               for name, t in timed.items()}
+    table(f"4. whole fit epochs of the recipe ({per_epoch} training images with CutMix, "
+          f"validation included, {images.shape[1]}x{images.shape[2]})",
+          ("setting", "mean epoch s", "epochs s", "img/s", "speed-up"),
+          [(n, r["epoch_s"], " ".join(f"{t:.3g}" for t in r["times_s"]), r["images_per_s"],
+            r["speedup"]) for n, r in results.items()])
+    return results
 
 
 def _dimensions(xla, batch_sizes, steps_per_execution, image_sizes, dtype_policies):

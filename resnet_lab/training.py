@@ -51,6 +51,7 @@ SCRATCH_RECIPE = {
     "dtype_policy": "auto",
     "epochs": 100,
     "batch_size": 32,
+    "steps_per_execution": 1,
     "optimizer": "sgd",
     "learning_rate": 0.1,
     "weight_decay": 5e-4,
@@ -305,6 +306,7 @@ def train_classifier(
     cutmix=0.0,
     ema=None,
     jit_compile=False,
+    steps_per_execution=1,
     strategy=None,
     seed=0,
     verbose="auto",
@@ -334,6 +336,8 @@ def train_classifier(
         ema: Momentum of an exponential moving average of the weights, or `None` (see
             `make_optimizer`); the measured model holds the averages.
         jit_compile: XLA compilation of the train step.
+        steps_per_execution: Training steps per `tf.function` call (Keras' option): fewer
+            Python round trips per epoch, the same arithmetic.
         strategy: Optional `tf.distribute.Strategy` (e.g. `MirroredStrategy` for several
             GPUs, `MultiWorkerMirroredStrategy` across machines).
         seed: Seed for weights, shuffling and augmentation.
@@ -380,7 +384,7 @@ def train_classifier(
             optimizer, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_epochs, ema
         )
         compile_model(model, opt, jit_compile=jit_compile, one_hot=one_hot,
-                      label_smoothing=label_smoothing)
+                      label_smoothing=label_smoothing, steps_per_execution=steps_per_execution)
     start = time.perf_counter()
     history = model.fit(
         datasets["train"], validation_data=datasets["val"], epochs=epochs,
@@ -404,6 +408,7 @@ def train_classifier(
         "cutmix": cutmix,
         "ema": ema,
         "jit_compile": jit_compile,
+        "steps_per_execution": steps_per_execution,
         "seed": seed,
         "image_size": list(images.shape[1:3]),
         "split_sizes": {k: int(len(v)) for k, v in splits.items()},
@@ -464,7 +469,8 @@ def train_scratch(images, labels, splits, recipe=None, **kwargs):
                              dtype_policy=recipe["dtype_policy"])
 
     fit_keys = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay",
-                "warmup_epochs", "label_smoothing", "mixup", "cutmix", "ema")
+                "warmup_epochs", "label_smoothing", "mixup", "cutmix", "ema",
+                "steps_per_execution")
     kwargs.setdefault("name", "scratch")
     extra = {"recipe": {k: v for k, v in recipe.items() if k not in fit_keys},
              "dtype_policy_used": models.resolve_dtype_policy(recipe["dtype_policy"])}
