@@ -113,9 +113,10 @@ def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
     """
     splits = data_lib.split_indices(labels, seed=seed, per_class=per_class)
     train = data_lib.make_datasets(images, labels, splits, batch_size=32, seed=seed)["train"]
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    pipelines = {"on": train, "off": train.with_options(options)}
+    # `make_datasets` ships with autotuning off; "on" switches it back on for the comparison.
+    on, off = tf.data.Options(), tf.data.Options()
+    on.autotune.enabled, off.autotune.enabled = True, False
+    pipelines = {"off": train.with_options(off), "on": train.with_options(on)}
     per_epoch = (len(splits["train"]) // 32) * 32
     functions = {name: (lambda d=dataset: model.fit(d, epochs=1, verbose=0, shuffle=False))
                  for name, dataset in pipelines.items()}
@@ -130,8 +131,8 @@ def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
                for name, t in timed.items()}
     for entry in entries.values():
         entry["ratio_vs_current"] = round(entry["images_per_s"] /
-                                          entries["on"]["images_per_s"], 4)
-    result = _choose(entries, "on", separated=False)
+                                          entries["off"]["images_per_s"], 4)
+    result = _choose(entries, "off", separated=False)
     result["settings"] = {"images_per_epoch": per_epoch, "repeats": repeats,
                           "image_size": int(images.shape[1]), "augment": True,
                           "statistic": "mean epoch time",
@@ -139,7 +140,7 @@ def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
     return result
 
 
-def fit_epochs(images, labels, values=(1, 4), repeats=4, seed=0):
+def fit_epochs(images, labels, values=(1, 4), repeats=4, per_class=(40, 20, 20), seed=0):
     """Whole `model.fit` epochs of the recipe (its real pipeline, CutMix and validation
     included) for each `steps_per_execution` value, interleaved.
 
@@ -147,9 +148,9 @@ def fit_epochs(images, labels, values=(1, 4), repeats=4, seed=0):
     for. Returns `{value: {"epoch_s", "times_s", "images_per_s"}}` and the ratio to the first.
     """
     recipe = training.SCRATCH_RECIPE
-    splits = data_lib.split_indices(labels, seed=seed)
-    datasets = data_lib.make_datasets(images, labels, splits, batch_size=recipe["batch_size"],
-                                      seed=seed)
+    splits = data_lib.split_indices(labels, seed=seed, per_class=per_class)
+    batch_size = min(recipe["batch_size"], len(splits["train"]))
+    datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size, seed=seed)
     train, val = (data_lib.one_hot_labels(datasets[k], int(labels.max()) + 1)
                   for k in ("train", "val"))
     if recipe["cutmix"]:
@@ -159,14 +160,15 @@ def fit_epochs(images, labels, values=(1, 4), repeats=4, seed=0):
         training.set_seed(seed)
         model = training.scratch_model(image_size=int(images.shape[1]))
         optimizer = training.make_optimizer(recipe["optimizer"], recipe["learning_rate"],
-                                            recipe["weight_decay"], recipe["epochs"], 21,
+                                            recipe["weight_decay"], recipe["epochs"],
+                                            len(splits["train"]) // batch_size,
                                             recipe["warmup_epochs"])
         training.compile_model(model, optimizer, steps_per_execution=value, one_hot=True,
                                label_smoothing=recipe["label_smoothing"])
         functions[f"steps_per_execution={value}"] = (
-            lambda m=model: m.fit(train, validation_data=val, epochs=1, verbose=0))
+            lambda m=model: m.fit(train, validation_data=val, epochs=1, verbose=0, shuffle=False))
     timed = interleaved(functions, repeats, what="4/7 defaults fit epochs")
-    per_epoch = (len(splits["train"]) // recipe["batch_size"]) * recipe["batch_size"]
+    per_epoch = (len(splits["train"]) // batch_size) * batch_size
     first = float(np.mean(timed[next(iter(timed))]["times_s"]))
     results = {name: {"epoch_s": round(float(np.mean(t["times_s"])), 3), "times_s": t["times_s"],
                       "images_per_s": round(per_epoch / float(np.mean(t["times_s"])), 1),
@@ -331,6 +333,9 @@ def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 12
         _BUILT.clear()
         results["tf_data_autotune"] = autotune(images, labels, baseline, autotune_per_class,
                                                autotune_repeats)
+        results["fit_steps_per_execution"] = fit_epochs(
+            images, labels, values=tuple(dict.fromkeys((CURRENT["steps_per_execution"], 4))),
+            repeats=autotune_repeats, per_class=autotune_per_class)
         a = results["tf_data_autotune"]
         table(f"4. tf.data autotune: one model.fit epoch of the real training pipeline "
               f"({a['settings']['images_per_epoch']} images, {images.shape[1]}x"
@@ -397,10 +402,14 @@ def recommend(results):
             f"{results['dtype_policy']['fastest']} "
             f"(x{results['dtype_policy']['fastest_speedup_vs_current']:.2f} vs "
             f"{results['dtype_policy']['current']}: check accuracy before changing)")
+    if results.get("fit_steps_per_execution"):
+        fit = results["fit_steps_per_execution"]
+        line += "; whole fit epochs: " + ", ".join(f"{k} x{v['speedup']:.2f}"
+                                                   for k, v in fit.items())
     if results["tf_data_autotune"].get("values"):
         a = results["tf_data_autotune"]
         line += (f"; tf.data autotune {a['by_speed']} (epoch x"
-                 f"{a['values']['off']['ratio_vs_current']:.2f} with it off)")
+                 f"{a['values']['on']['ratio_vs_current']:.2f} with it on)")
     return {"jit_compile": pick["jit_compile"],
             "tf_data_autotune": results["tf_data_autotune"].get("by_speed"),
             "steps_per_execution": pick["steps_per_execution"],

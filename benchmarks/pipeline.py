@@ -83,21 +83,22 @@ def feeding(images, labels, batch_size=32, repeats=3, model_images=128, seed=0):
         if count != per_epoch:
             raise AssertionError(f"an epoch yielded {count} images, expected {per_epoch}")
 
+    # `make_datasets` ships with tf.data autotuning off (item 4); time it switched on too.
     options = tf.data.Options()
-    options.autotune.enabled = False
-    untuned = train.with_options(options)
+    options.autotune.enabled = True
+    tuned = train.with_options(options)
 
-    def epoch_untuned():
-        count = sum(int(x.shape[0]) for x, _ in untuned)
+    def epoch_tuned():
+        count = sum(int(x.shape[0]) for x, _ in tuned)
         if count != per_epoch:
             raise AssertionError(f"an epoch yielded {count} images, expected {per_epoch}")
 
     model_step, model_images = scratch_train_function(
         batch_size=batch_size, image_size=images.shape[1], images_per_call=model_images)
-    timed = interleaved({"pipeline": epoch, "pipeline_autotune_off": epoch_untuned,
+    timed = interleaved({"pipeline": epoch, "pipeline_autotune_on": epoch_tuned,
                          "model": model_step}, repeats, what="3/7 pipeline vs model")
     pipeline = per_epoch / timed["pipeline"]["median_s"]
-    untuned_speed = per_epoch / timed["pipeline_autotune_off"]["median_s"]
+    tuned_speed = per_epoch / timed["pipeline_autotune_on"]["median_s"]
     model = model_images / timed["model"]["median_s"]
     split_bytes = sum(len(i) for i in splits.values()) * int(np.prod(images.shape[1:]))
     return {
@@ -110,9 +111,9 @@ def feeding(images, labels, batch_size=32, repeats=3, model_images=128, seed=0):
         "model_images_per_s": round(model, 1),
         "ratio_pipeline_over_model": round(pipeline / model, 3),
         "target_met": bool(pipeline / model >= TARGET),
-        # Item 4 times tf.data autotuning; the pipeline must keep up without it too.
-        "pipeline_autotune_off_images_per_s": round(untuned_speed, 1),
-        "ratio_pipeline_autotune_off_over_model": round(untuned_speed / model, 3),
+        # As shipped autotuning is off (item 4 times both); with it on, for comparison.
+        "pipeline_autotune_on_images_per_s": round(tuned_speed, 1),
+        "ratio_pipeline_autotune_on_over_model": round(tuned_speed / model, 3),
         "tf_data_cache_bytes": int(split_bytes),
         "tf_data_cache_dtype": "uint8 (Dataset.cache() precedes the float32 cast)",
         "timings": timed,
@@ -135,12 +136,12 @@ def run(source, cache_root, sizes=(64, 224), repeats=3, model_images=128):
            for s, r in decoded.items()])
     table(f"3b. Training pipeline (augment=True) vs from-scratch model, {size}x{size}, batch 32",
           ("pipeline", "img/s", "model img/s", "pipeline/model", "target", "met"),
-          [("autotune on (as shipped)", fed["pipeline_images_per_s"],
+          [("as shipped (autotune off)", fed["pipeline_images_per_s"],
             fed["model_images_per_s"], fed["ratio_pipeline_over_model"], f">= {TARGET:g}",
             "yes" if fed["target_met"] else "NO"),
-           ("autotune off", fed["pipeline_autotune_off_images_per_s"],
-            fed["model_images_per_s"], fed["ratio_pipeline_autotune_off_over_model"],
+           ("autotune on", fed["pipeline_autotune_on_images_per_s"],
+            fed["model_images_per_s"], fed["ratio_pipeline_autotune_on_over_model"],
             f">= {TARGET:g}",
-            "yes" if fed["ratio_pipeline_autotune_off_over_model"] >= TARGET else "NO")])
+            "yes" if fed["ratio_pipeline_autotune_on_over_model"] >= TARGET else "NO")])
     return {"decode": decoded, "feeding": fed}, arrays, labels
 

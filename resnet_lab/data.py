@@ -368,7 +368,10 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
         ds = shuffled_batches(ds, len(index), batch_size, seed) if train else ds.batch(batch_size)
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=auto)
         if train and augmenter is not None:
-            ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=auto)
+            # One batch at a time: the random layers draw from one seed generator whose state
+            # each call advances, so parallel calls would take its states in whatever order
+            # the threads run, and one seed would not give one sequence of augmentations.
+            ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
         # tf.data's autotuner, on this 2-core CPU, now and then stretched a 5 s epoch to 10 s
         # (6 of 19 timed epochs); with it off none did, and the pipeline still feeds the
         # from-scratch model about 15x faster than it trains (benchmarks/README.md, item 4).
@@ -386,6 +389,20 @@ def one_hot_labels(dataset, num_classes):
     import tensorflow as tf  # noqa: PLC0415
 
     return dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
+
+
+def _check_alpha(alpha):
+    if not alpha > 0:
+        raise ValueError(f"`alpha` must be > 0. Received: alpha={alpha!r}")
+
+
+def _beta(alpha, seed):
+    """One draw of Beta(alpha, alpha), as g1 / (g1 + g2) with g ~ Gamma(alpha): tf.random has
+    no Beta sampler."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    g = tf.random.gamma([2], alpha, seed=seed)
+    return g[0] / (g[0] + g[1])
 
 
 def mixup(dataset, alpha, seed=0):
@@ -406,13 +423,10 @@ def mixup(dataset, alpha, seed=0):
     """
     import tensorflow as tf  # noqa: PLC0415
 
-    if not alpha > 0:
-        raise ValueError(f"`alpha` must be > 0. Received: alpha={alpha!r}")
+    _check_alpha(alpha)
 
     def mix(x, y):
-        # Beta(a, a) as g1 / (g1 + g2) with g ~ Gamma(a): tf.random has no Beta sampler.
-        g = tf.random.gamma([2], alpha, seed=seed)
-        weight = g[0] / (g[0] + g[1])
+        weight = _beta(alpha, seed)
         partner = tf.random.shuffle(tf.range(tf.shape(x)[0]), seed=seed)
         x = weight * x + (1 - weight) * tf.gather(x, partner)
         y = weight * y + (1 - weight) * tf.gather(y, partner)
@@ -443,12 +457,10 @@ def cutmix(dataset, alpha, seed=0):
     """
     import tensorflow as tf  # noqa: PLC0415
 
-    if not alpha > 0:
-        raise ValueError(f"`alpha` must be > 0. Received: alpha={alpha!r}")
+    _check_alpha(alpha)
 
     def mix(x, y):
-        g = tf.random.gamma([2], alpha, seed=seed)
-        keep = g[0] / (g[0] + g[1])
+        keep = _beta(alpha, seed)
         shape = tf.shape(x)
         size = tf.cast(shape[1:3], tf.float32)
         half = tf.sqrt(1.0 - keep) * size / 2  # box height and width, halved

@@ -92,7 +92,8 @@ def test_quick_run_checks_and_records_what_it_claims(quick):
     assert results["cpu_defaults"]["recommended"]["line"]
     assert "recommended defaults:" in stdout
     for title in ("1. Builders", "2. Transfer", "3a. Decoding", "3b. Training pipeline",
-                  "4. batch_size", "5. Distance", "7. GPU", "8. One training step"):
+                  "4. batch_size", "5. Distance", "7. GPU", "8. One training step",
+                  "4. whole fit epochs"):
         assert title in stdout
     e2e = results["end_to_end"]
     assert e2e["cli_fetch"]["returncode"] == 0 and e2e["cli_fetch"]["peak_rss_mib"] > 0

@@ -183,3 +183,25 @@ def test_scratch_recipe_with_tricks_runs_and_reports_flip_tta(tmp_path):
     assert set(results["flip_tta_accuracy"]) == {"val", "test"}
     assert 0 <= results["flip_tta_accuracy"]["test"] <= 1
     assert keras.saving.load_model(tmp_path / "model.keras").output_shape == (None, 17)
+
+
+def test_one_seed_fixes_weights_batches_augmentation_and_cutmix():
+    """What `--seed` reaches: the initial weights, the shuffled and augmented batches and the
+    CutMix boxes and partners; another seed changes each of them."""
+    from resnet_lab import data
+
+    images, labels, splits = flowers_like(16)
+
+    def draw(seed):
+        training.set_seed(seed)
+        model = training.scratch_model(image_size=16, stages=((16, 1),), stem_filters=16)
+        batches = data.make_datasets(images, labels, splits, batch_size=32, seed=seed)["train"]
+        mixed = data.cutmix(data.one_hot_labels(batches, 17), 1.0, seed)
+        x, y = next(iter(mixed))
+        return model.get_weights()[0], x.numpy(), y.numpy()
+
+    first, again, other = draw(0), draw(0), draw(1)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(first, other):
+        assert not np.array_equal(a, b)
