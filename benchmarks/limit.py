@@ -18,20 +18,20 @@ from benchmarks.harness import log, table
 from resnet_lab.costs import forward_flops
 
 
-def matmul_function(n=2048, count=4):
-    """A call doing `count` float32 `n x n` matmuls, and its FLOPs.
+def matmul_function(n=2048, count=4, dtype=tf.float32):
+    """A call doing `count` `n x n` matmuls in `dtype` (float32 unless asked), and its FLOPs.
 
     Several products per call make one call last about as long as a model call, so that a
     burst of load from another process cannot halve the reference on its own.
     """
     rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((n, n)), tf.float32)
-    b = tf.constant(rng.standard_normal((n, n)), tf.float32)
+    a = tf.constant(rng.standard_normal((n, n)), dtype)
+    b = tf.constant(rng.standard_normal((n, n)), dtype)
 
     @tf.function
     def products():
         # Each sum forces its whole product; it costs n^2 adds next to 2 n^3 FLOPs.
-        return tf.add_n([tf.reduce_sum(tf.linalg.matmul(a + float(i), b))
+        return tf.add_n([tf.reduce_sum(tf.cast(tf.linalg.matmul(a + float(i), b), tf.float32))
                          for i in range(count)])
 
     return (lambda: products().numpy()), 2 * n**3 * count

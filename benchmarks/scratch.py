@@ -12,7 +12,6 @@ AVX-512 BF16 (`avx512_bf16` in /proc/cpuinfo) oneDNN runs the convolutions in bf
 others it emulates them, and the table shows that as a slowdown rather than a gain.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from benchmarks import defaults
@@ -36,20 +35,6 @@ CANDIDATES = {
                                "stem_stride": 1}, 64),
 }
 POLICIES = ("float32", "mixed_bfloat16")
-
-
-def bf16_matmul_function(n=2048, count=4):
-    """`limit.matmul_function` in bfloat16: the ceiling bfloat16 arithmetic could reach."""
-    rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((n, n)), tf.bfloat16)
-    b = tf.constant(rng.standard_normal((n, n)), tf.bfloat16)
-
-    @tf.function
-    def products():
-        return tf.add_n([tf.reduce_sum(tf.cast(tf.linalg.matmul(a + float(i), b), tf.float32))
-                         for i in range(count)])
-
-    return (lambda: products().numpy()), 2 * n**3 * count
 
 
 def run(candidates=None, policies=POLICIES, batch_size=32, images_per_call=128, repeats=3,
@@ -78,7 +63,7 @@ def run(candidates=None, policies=POLICIES, batch_size=32, images_per_call=128, 
                 dtype_policy=policy, network=network)
             functions[key], counts[key], models[key] = call, count, (name, policy, call.model)
     matmul = {"matmul float32": matmul_function(matmul_n)[0],
-              "matmul bfloat16": bf16_matmul_function(matmul_n)[0]}
+              "matmul bfloat16": matmul_function(matmul_n, dtype=tf.bfloat16)[0]}
     timed = interleaved({**functions, **matmul}, repeats, what="8/8 scratch speed")
     flop = 2 * matmul_n**3 * 4
     peak = {k: flop / timed[k]["median_s"] / 1e9 for k in matmul}
