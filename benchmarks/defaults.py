@@ -25,10 +25,11 @@ import tensorflow as tf
 
 from benchmarks.harness import ROOT, interleaved, log, table
 from resnet_lab import data as data_lib
-from resnet_lab import models, training
+from resnet_lab import hardware, training
+from resnet_lab.nn import models
 
 CURRENT = {"jit_compile": False,
-           "dtype_policy": models.resolve_dtype_policy(training.SCRATCH_RECIPE["dtype_policy"]),
+           "dtype_policy": hardware.resolve_dtype_policy(training.SCRATCH_RECIPE["dtype_policy"]),
            "batch_size": training.SCRATCH_RECIPE["batch_size"],
            "steps_per_execution": training.SCRATCH_RECIPE["steps_per_execution"],
            "image_size": training.SCRATCH_RECIPE["image_size"]}

@@ -65,12 +65,10 @@ def _rusage(report, command):
 
 
 def tiny_archive(folder):
-    """A synthetic 17flowers archive (tests/flowers_fixture.make_archive: 1,360 8x8 JPEGs)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        from flowers_fixture import make_archive
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
+    """A synthetic 17flowers archive (`resnet_lab.data.synthetic.make_archive`: 1,360 8x8
+    JPEGs)."""
+    from resnet_lab.data.synthetic import make_archive
+
     return make_archive(Path(folder) / "17flowers.tgz")
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from resnet_lab import hardware
+
 ROOT = Path(__file__).resolve().parents[1]
 _START = time.perf_counter()
 
@@ -100,17 +102,6 @@ def _cell(value):
     return str(value)
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (`platform.processor()` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine():
     """A JSON-ready description of the machine and software the numbers were measured on."""
     import keras
@@ -127,7 +118,7 @@ def machine():
     except (OSError, ValueError, IndexError):
         memory_gib = None
     return {
-        "cpu_model": cpu_model(),
+        "cpu_model": hardware.cpu_model(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_gib": memory_gib,

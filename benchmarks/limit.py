@@ -1,6 +1,6 @@
 """Item 5: how close ResNet-50 gets to the fp32 matrix-multiply rate of this machine.
 
-FLOPs are counted analytically from the layer shapes by `resnet_lab.costs.forward_flops`: a
+FLOPs are counted analytically from the layer shapes by `resnet_lab.nn.costs.forward_flops`: a
 convolution does `H_out * W_out * C_out * (C_in / groups) * k_h * k_w` multiply-adds per image,
 a dense layer `inputs * units`, and one multiply-add is 2 FLOPs. BatchNorm, ReLU, additions and
 pooling are left out (under 1% of ResNet-50's work). A training step costs about 3x
@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from benchmarks.harness import log, table
 # Re-exported: `from benchmarks.limit import forward_flops` keeps working.
-from resnet_lab.costs import forward_flops
+from resnet_lab.nn.costs import forward_flops
 
 
 def matmul_function(n=2048, count=4, dtype=tf.float32):

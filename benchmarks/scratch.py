@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from benchmarks import defaults
 from benchmarks.harness import interleaved, log, table
-from resnet_lab import costs, models, training
+from resnet_lab import hardware, training
+from resnet_lab.nn import costs, models
 
 # Candidate networks: (name, scratch_model arguments, image size). The seed network of round
 # one; the same widths doubled behind a stride-2 stem (about its cost at 64 px, four times the
@@ -112,7 +113,7 @@ def _recipe_row(entries):
     for name, (network, size) in CANDIDATES.items():
         same = all(tuple(map(tuple, recipe[k])) == tuple(map(tuple, v)) if k == "stages"
                    else recipe[k] == v for k, v in network.items())
-        key = f"{name} {models.resolve_dtype_policy(recipe['dtype_policy'])}"
+        key = f"{name} {hardware.resolve_dtype_policy(recipe['dtype_policy'])}"
         if same and size == recipe["image_size"] and key in entries:
             return {"key": key, **entries[key]}
     return None

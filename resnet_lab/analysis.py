@@ -12,9 +12,10 @@ that explain it.
 import keras
 import numpy as np
 
-from resnet_lab import models, training
+from resnet_lab import training
+from resnet_lab.nn import models
 from resnet_lab.checks import check_positive_int
-from resnet_lab.costs import all_layers  # noqa: F401 (re-exported)
+from resnet_lab.nn.walk import all_layers
 
 
 def stratified_batch(labels, indices, size=64, seed=0):

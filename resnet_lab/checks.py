@@ -21,3 +21,8 @@ def check_positive_int(argument, value):
     if not is_positive_int(value):
         raise ValueError(f"`{argument}` must be a positive integer. Received: {argument}={value!r}")
     return int(value)
+
+
+def is_count(value):
+    """A non-negative integer (Python or NumPy), and not a `bool`."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0

@@ -15,16 +15,12 @@ one exits with status 2 and a message naming the flag, the allowed values and wh
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from resnet_lab.quiet import import_keras_quietly
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-
+import_keras_quietly()  # before anything below imports TensorFlow
 
 from resnet_lab import data as data_lib  # noqa: E402
 from resnet_lab import plots, results, training  # noqa: E402

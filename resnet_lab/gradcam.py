@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from resnet_lab.costs import all_layers
+from resnet_lab.nn.walk import all_layers
 
 
 def _spatial_layers(model):

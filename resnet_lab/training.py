@@ -22,7 +22,8 @@ from pathlib import Path
 
 import keras
 
-from resnet_lab import evaluation, models
+from resnet_lab import evaluation, hardware
+from resnet_lab.nn import models
 from resnet_lab.checks import check_choice, check_positive_int
 from resnet_lab.evaluation import (  # noqa: F401 (re-exported: older code imports them from here)
     confusion_matrix,
@@ -31,7 +32,7 @@ from resnet_lab.evaluation import (  # noqa: F401 (re-exported: older code impor
     predict,
     split_metrics,
 )
-from resnet_lab.models import rescaled  # noqa: F401 (re-exported)
+from resnet_lab.nn.models import rescaled  # noqa: F401 (re-exported)
 from resnet_lab.results import history_dict, save_results  # noqa: F401 (re-exported)
 
 # The from-scratch recipe, chosen on the validation split of the real flowers with this 2-core
@@ -252,7 +253,7 @@ def scratch_model(
     stem_stride=SCRATCH_RECIPE["stem_stride"],
     dtype_policy=SCRATCH_RECIPE["dtype_policy"],
 ):
-    """`resnet_lab.models.scratch_model` with `SCRATCH_RECIPE`'s defaults."""
+    """`resnet_lab.nn.models.scratch_model` with `SCRATCH_RECIPE`'s defaults."""
     return models.scratch_model(image_size, num_classes, stages, stem_filters, dropout, name,
                                 stem_stride, dtype_policy)
 
@@ -473,7 +474,7 @@ def train_scratch(images, labels, splits, recipe=None, **kwargs):
                 "steps_per_execution")
     kwargs.setdefault("name", "scratch")
     extra = {"recipe": {k: v for k, v in recipe.items() if k not in fit_keys},
-             "dtype_policy_used": models.resolve_dtype_policy(recipe["dtype_policy"])}
+             "dtype_policy_used": hardware.resolve_dtype_policy(recipe["dtype_policy"])}
     return train_classifier(
         build, images, labels, splits, **{k: recipe[k] for k in fit_keys},
         extra_settings=extra, **kwargs,

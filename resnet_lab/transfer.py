@@ -3,9 +3,9 @@ fine-tuning.
 
 The backbone is `resnet_lab.resnet50(include_top=False, pooling="avg")`, the network built
 from this package's blocks, holding keras.applications' ImageNet weights ported by
-`resnet_lab.porting.port_keras_weights` (each conv bias folded into its BatchNorm). Its
+`resnet_lab.nn.porting.port_keras_weights` (each conv bias folded into its BatchNorm). Its
 BatchNorm layers are `FrozenBatchNormalization`: always in inference mode, whatever
-`trainable` or `training` say (see `resnet_lab.layers` for why a flag is not enough in Keras 3).
+`trainable` or `training` say (see `resnet_lab.nn.layers` for why a flag is not enough in Keras 3).
 
 The recipe follows the keras.io transfer-learning guide: preprocessing inside the model,
 `backbone.trainable = False`, recompiling after every change of `trainable`, and fine-tuning
@@ -26,9 +26,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from resnet_lab import models, porting
+from resnet_lab.nn import models, porting
 from resnet_lab.evaluation import evaluate, evaluate_splits, predict, split_metrics
-from resnet_lab.layers import (  # noqa: F401 (CaffePreprocess, IMAGENET_BGR_MEAN re-exported)
+from resnet_lab.nn.layers import (  # noqa: F401 (CaffePreprocess, IMAGENET_BGR_MEAN re-exported)
     IMAGENET_BGR_MEAN,
     CaffePreprocess,
     FrozenBatchNormalization,
@@ -142,7 +142,7 @@ def build_transfer_model(
     The backbone's BatchNorm layers are `FrozenBatchNormalization`, so they use their ImageNet
     statistics however the backbone is later unfrozen (whole, by stage, by layer) and whatever
     `training` flag reaches them. Writing `backbone(x, training=False)` alone would not do it
-    in Keras 3: a nested model runs in the outer call's mode (`resnet_lab.layers`).
+    in Keras 3: a nested model runs in the outer call's mode (`resnet_lab.nn.layers`).
 
     Args:
         num_classes: Number of classes.

@@ -63,13 +63,12 @@ def first_batch_labels(strategy, images, labels, splits):
 
 def main(mode, out_dir):
     """Train in `mode`, then write `OUT_DIR/report.json` (see the module docstring)."""
-    sys.path.insert(0, str(Path(__file__).parent))
     strategy = make_strategy(mode)  # before anything else touches TensorFlow's devices
 
     import numpy as np
 
     from resnet_lab import training
-    from synthetic import flowers_like
+    from resnet_lab.data.synthetic import flowers_like
 
     images, labels, splits = flowers_like(RECIPE["image_size"])
     splits = {name: index[::2] for name, index in splits.items()}  # half of each: faster

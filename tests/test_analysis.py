@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from resnet_lab import analysis, training
-from synthetic import flowers_like
+from resnet_lab.data.synthetic import flowers_like
 
 
 def test_gradient_norms_cover_every_conv_in_order():

@@ -22,11 +22,11 @@ def test_importing_the_blocks_loads_no_data_download_or_plot_code():
         import sys
         import keras  # what Keras itself loads is Keras' business, not ours
         baseline = set(sys.modules)
-        import resnet_lab.blocks
+        import resnet_lab.nn.blocks
         from resnet_lab import basic_block, resnet50
         added = set(sys.modules) - baseline
         heavy = ("gdown", "PIL", "tqdm", "h5py", "matplotlib", "resnet_lab.data",
-                 "resnet_lab.download", "resnet_lab.training", "resnet_lab.plots",
+                 "resnet_lab.data.download", "resnet_lab.training", "resnet_lab.plots",
                  "resnet_lab.transfer", "tensorflow.python.data")
         print(sorted(m for m in added if m.split(".")[0] in heavy or m.startswith(heavy)))
         import resnet_lab

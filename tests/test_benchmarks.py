@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from flowers_fixture import tiny_archive  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -42,7 +41,7 @@ def _is_number(value):
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory, tiny_archive):  # noqa: F811
+def quick(tmp_path_factory, tiny_archive):
     out = tmp_path_factory.mktemp("benchmarks")
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--data", str(tiny_archive),
@@ -146,7 +145,8 @@ def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
     speed = results["scratch_speed"]
     assert speed["matmul_gflops"]["float32"] > 0 and speed["matmul_gflops"]["bfloat16"] > 0
     (entry,) = speed["candidates"].values()
-    from resnet_lab import costs, training
+    from resnet_lab import training
+    from resnet_lab.nn import costs
 
     # The FLOPs are the network's own, counted from its layers.
     network = training.scratch_model(image_size=64, stages=((16, 2), (32, 2), (64, 2)),
@@ -161,7 +161,7 @@ def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
 
 
 @pytest.mark.slow
-def test_time_to_accuracy_runs_the_cli_per_seed_and_budget(tmp_path, tiny_archive):  # noqa: F811
+def test_time_to_accuracy_runs_the_cli_per_seed_and_budget(tmp_path, tiny_archive):
     """The accuracy-vs-time command end to end on the tiny archive (16 px, 1 epoch per seed
     run): it runs the real CLI, plans each budget's epochs from the first run, and writes the
     JSON, the plot and both tables."""

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_lab.blocks import EXPANSION, basic_block, bottleneck_block
+from resnet_lab.nn.blocks import EXPANSION, basic_block, bottleneck_block
 
 BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}
 SHORTCUTS = ("projection", "identity", "none")

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowers_fixture import tiny_archive  # noqa: F401
 from resnet_lab import cli
 
 COMMANDS = ["fetch", "train", "predict", "degradation", "gradients", "compare"]
@@ -215,7 +214,7 @@ def test_predict_rejects_a_missing_image(tiny_model, tmp_path, capsys):
     assert f"error: {tmp_path / 'gone.jpg'}: no such file" in capsys.readouterr().err
 
 
-def test_gradients_stratified_batch_both_spreads(tmp_path, tiny_archive, capsys):  # noqa: F811
+def test_gradients_stratified_batch_both_spreads(tmp_path, tiny_archive, capsys):
     out = tmp_path / "out"
     assert main("gradients", "--out", out, "--depths", "8", "--image-size", "8", "--batch", "34",
                 "--data", tiny_archive, "--cache", tmp_path / "cache") == 0
@@ -233,7 +232,7 @@ def test_gradients_stratified_batch_both_spreads(tmp_path, tiny_archive, capsys)
     assert (out / "gradients.png").is_file() and (out / "gradients_per_parameter.png").is_file()
 
 
-def test_degradation_names_both_training_errors(tmp_path, tiny_archive, capsys):  # noqa: F811
+def test_degradation_names_both_training_errors(tmp_path, tiny_archive, capsys):
     out = tmp_path / "out"
     assert main("degradation", "--out", out, "--depths", "8", "--epochs", "1", "--image-size",
                 "8", "--data", tiny_archive, "--cache", tmp_path / "cache") == 0
@@ -250,7 +249,7 @@ def test_degradation_names_both_training_errors(tmp_path, tiny_archive, capsys):
         assert (out / f"{png}.png").is_file()
 
 
-def test_train_scratch_and_transfer_then_predict_and_compare(tmp_path, tiny_archive):  # noqa: F811
+def test_train_scratch_and_transfer_then_predict_and_compare(tmp_path, tiny_archive):
     cache = tmp_path / "cache"
     env = {"RESNET_LAB_DATA": str(tiny_archive)}
     out = run("train", "--model", "scratch", "--epochs", "1", "--image-size", "16",

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from resnet_lab import costs, models
+from resnet_lab.nn import costs, models
 
 
 def test_forward_flops_counts_conv_and_dense_multiply_adds():

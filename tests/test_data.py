@@ -1,4 +1,4 @@
-"""Tests for resnet_lab.data and resnet_lab.download: fetching (the real gdown code path, over
+"""Tests for resnet_lab.data and resnet_lab.data.download: fetching (the real gdown code path, over
 127.0.0.1 only), the cache keyed by source, decoding, splits, CIFAR-10 and tf.data pipelines,
 on archives the tests build themselves."""
 
@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowers_fixture import PALETTE, make_archive, serve
-from flowers_fixture import flowers_server, tiny_archive  # noqa: F401 (fixtures)
-from resnet_lab import data, download
+from resnet_lab.data.synthetic import PALETTE, make_archive
+from resnet_lab import data
+from resnet_lab.data import download, flowers
 from resnet_lab.data import (
     CLASS_NAMES,
     IMAGES_PER_CLASS,
@@ -158,7 +158,7 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", BROKEN)
-def test_broken_download_fails_clearly_and_leaves_cache_as_it_was(case, tmp_path):
+def test_broken_download_fails_clearly_and_leaves_cache_as_it_was(case, tmp_path, serve):
     options, md5, message = BROKEN[case]
     (tmp_path / "www").mkdir()
     make_archive(tmp_path / "www" / "17flowers.tgz", **options)
@@ -172,7 +172,7 @@ def test_broken_download_fails_clearly_and_leaves_cache_as_it_was(case, tmp_path
 
 
 @pytest.mark.parametrize("failure", ["connection refused", "not found"])
-def test_download_failure_says_where_to_place_the_archive(failure, tmp_path):
+def test_download_failure_says_where_to_place_the_archive(failure, tmp_path, serve):
     cache = tmp_path / "cache"
     cache.mkdir()
     if failure == "connection refused":
@@ -349,7 +349,7 @@ def test_one_cache_gives_each_archive_its_own_images(
     assert fetch_flowers17(tiny_archive, cache) != fetch_flowers17(other_archive, cache)
 
     # Both stay cached: switching back decodes and extracts nothing.
-    monkeypatch.setattr(data, "_decode", forbidden)
+    monkeypatch.setattr(flowers, "decode", forbidden)
     monkeypatch.setattr(download, "_extract", forbidden)
     np.testing.assert_array_equal(load(tiny_archive), tiny)
     np.testing.assert_array_equal(load(other_archive), other)
@@ -360,7 +360,7 @@ def test_one_cache_gives_each_archive_its_own_images(
 
 
 def test_one_cache_gives_each_url_its_own_images_and_downloads_each_once(
-    tiny_archive, other_archive, expected_images, tmp_path
+    tiny_archive, other_archive, expected_images, tmp_path, serve
 ):
     (tmp_path / "www").mkdir()
     shutil.copy(tiny_archive, tmp_path / "www" / "tiny.tgz")
@@ -414,7 +414,7 @@ def test_default_cache_is_the_clone_data_folder_else_a_per_user_folder(
     tiny_archive, tmp_path, monkeypatch
 ):
     monkeypatch.delenv("RESNET_LAB_CACHE")
-    repository = Path(download.__file__).resolve().parents[1]
+    repository = Path(download.__file__).resolve().parents[2]
     assert download.default_cache_dir() == repository / "data"  # this clone
 
     def move_package(root):
@@ -722,7 +722,7 @@ def test_real_archive(real_archive, tiny_archive, tmp_path, monkeypatch):
     # again, each gets its own images, and switching back decodes nothing.
     np.testing.assert_array_equal(again, images)
     assert np.abs(images.astype(int) - tiny).mean() > 20
-    monkeypatch.setattr(data, "_decode", forbidden)
+    monkeypatch.setattr(flowers, "decode", forbidden)
     np.testing.assert_array_equal(load_flowers17(tiny_archive, cache, (64, 64))[0], tiny)
 
     assert images.shape == (1360, 64, 64, 3) and images.dtype == np.uint8

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_lab import gradcam, models
+from resnet_lab import gradcam
+from resnet_lab.nn import models
 
 
 def _two_region_model(scale=2.0):

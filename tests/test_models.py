@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_lab.models import (
+from resnet_lab.nn.models import (
     SEED_STAGES,
     build_resnet,
     cifar_resnet,
@@ -353,7 +353,7 @@ def test_scratch_model_in_mixed_bfloat16_computes_in_bfloat16_but_answers_in_flo
 
 
 def test_auto_dtype_policy_is_bfloat16_only_where_it_is_native(tmp_path, monkeypatch):
-    from resnet_lab import models
+    from resnet_lab import hardware
 
     def cpuinfo(flags):
         path = tmp_path / f"cpuinfo-{len(flags)}"
@@ -363,11 +363,11 @@ def test_auto_dtype_policy_is_bfloat16_only_where_it_is_native(tmp_path, monkeyp
     import tensorflow as tf
 
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    assert models.resolve_dtype_policy("auto", cpuinfo(["avx512f", "avx512_bf16"])) == \
+    assert hardware.resolve_dtype_policy("auto", cpuinfo(["avx512f", "avx512_bf16"])) == \
         "mixed_bfloat16"
-    assert models.resolve_dtype_policy("auto", cpuinfo(["amx_bf16"])) == "mixed_bfloat16"
-    assert models.resolve_dtype_policy("auto", cpuinfo(["avx512f"])) == "float32"
-    assert models.resolve_dtype_policy("auto", str(tmp_path / "missing")) == "float32"
-    assert models.resolve_dtype_policy("float32", cpuinfo(["avx512_bf16"])) == "float32"
+    assert hardware.resolve_dtype_policy("auto", cpuinfo(["amx_bf16"])) == "mixed_bfloat16"
+    assert hardware.resolve_dtype_policy("auto", cpuinfo(["avx512f"])) == "float32"
+    assert hardware.resolve_dtype_policy("auto", str(tmp_path / "missing")) == "float32"
+    assert hardware.resolve_dtype_policy("float32", cpuinfo(["avx512_bf16"])) == "float32"
     with pytest.raises(ValueError, match="Received: dtype_policy='fp8'"):
-        models.resolve_dtype_policy("fp8")
+        hardware.resolve_dtype_policy("fp8")

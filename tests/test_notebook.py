@@ -10,7 +10,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from flowers_fixture import tiny_archive  # noqa: F401
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "ResNet50.ipynb"
 
@@ -41,7 +40,7 @@ def test_parameters_cell_holds_only_assignments():
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory, tiny_archive):  # noqa: F811
+def executed(tmp_path_factory, tiny_archive):
     tmp_path = tmp_path_factory.mktemp("notebook")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from h5_weights import save_legacy_h5
-from resnet_lab.models import resnet, resnet50
-from resnet_lab.porting import max_output_difference, port_keras_weights
+from resnet_lab.nn.models import resnet, resnet50
+from resnet_lab.nn.porting import max_output_difference, port_keras_weights
 
 
 def randomize(model, seed=0):

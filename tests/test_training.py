@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from resnet_lab import training
-from synthetic import flowers_like
+from resnet_lab.data.synthetic import flowers_like
 
 TINY = {"image_size": 16, "stages": ((8, 1), (16, 1)), "stem_filters": 8, "epochs": 3,
         "batch_size": 32, "learning_rate": 0.05}
@@ -119,9 +119,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
         from resnet_lab import training
-        from synthetic import flowers_like
+        from resnet_lab.data.synthetic import flowers_like
         images, labels, splits = flowers_like(16)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         _, results = training.train_scratch(images, labels, splits,

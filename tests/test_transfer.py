@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 import resnet_lab
-from flowers_fixture import serve
 from h5_weights import save_legacy_h5
 from resnet_lab import evaluation, transfer
-from resnet_lab.layers import FrozenBatchNormalization
-from synthetic import flowers_like
+from resnet_lab.nn.layers import FrozenBatchNormalization
+from resnet_lab.data.synthetic import flowers_like
 
 SIZE = 32
 
@@ -225,7 +224,7 @@ def _point_keras_at(monkeypatch, tmp_path, url, md5=transfer.WEIGHTS_MD5):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
-def test_offline_weights_error_names_file_and_place(tmp_path, monkeypatch):
+def test_offline_weights_error_names_file_and_place(tmp_path, monkeypatch, serve):
     empty = tmp_path / "www"
     empty.mkdir()
     with serve(empty) as served:
@@ -240,7 +239,7 @@ def test_offline_weights_error_names_file_and_place(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_imagenet_weights_come_through_keras_download_into_the_labs_network(tmp_path,
-                                                                           monkeypatch):
+                                                                           monkeypatch, serve):
     """The real `weights="imagenet"` path (Keras' get_file, md5 check, cache, port into the
     lab's ResNet-50), served from 127.0.0.1 with a random weights file in keras.applications'
     layout: the lab's backbone gives keras.applications' features within 1e-4."""

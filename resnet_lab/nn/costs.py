@@ -13,6 +13,8 @@ says multiply-adds (MACs) for those and FLOPs for twice as many, as the benchmar
 import numpy as np
 import keras
 
+from resnet_lab.nn.walk import all_layers
+
 PAPER_GMACS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
 """Multiply-adds of one 224x224 forward pass, in billions, per ImageNet ResNet depth.
 
@@ -29,16 +31,6 @@ with identity shortcuts (option A, parameter-free). They are trainable parameter
 the trainable weights of `cifar_resnet(depth, shortcut="identity")`, not with
 `count_params()`, which also counts BatchNorm's moving mean and variance (non-trainable).
 """
-
-
-def all_layers(model):
-    """Layers of `model` in order, descending into nested models (the one walker of the lab:
-    FLOPs, gradient norms and Grad-CAM all use it)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from all_layers(layer)
-        else:
-            yield layer
 
 
 def _layer_macs(layer):
@@ -111,7 +103,7 @@ def _stage_of(name):
 def stage_table(model):
     """Output shape, blocks, parameters and multiply-adds of each stage of a ResNet.
 
-    For models built by `resnet_lab.models` (or keras.applications ResNets, which use the
+    For models built by `resnet_lab.nn.models` (or keras.applications ResNets, which use the
     same names): stem layers `conv1_*`, stage layers `conv{s}_block{b}_*`, then the head.
     Rows follow He et al. 2015, Table 1: `conv1` is the stem convolution (with its BatchNorm
     and ReLU), `conv2` starts with the stem's max pool (`pool1_*`, no weights, no work),
@@ -148,7 +140,7 @@ def stage_table(model):
         names = [layer.name for layer in all_layers(model)][:5]
         raise ValueError(
             "`model` must be a ResNet with layers named `conv1_*` and "
-            f"`conv{{s}}_block{{b}}_*`, as `resnet_lab.models` builds. Received: model with "
+            f"`conv{{s}}_block{{b}}_*`, as `resnet_lab.nn.models` builds. Received: model with "
             f"layers {names}..."
         )
     order = sorted((s for s in rows if s != "head"), key=lambda s: int(s[4:]))

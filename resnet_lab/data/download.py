@@ -61,7 +61,7 @@ class DataError(RuntimeError):
 
 def _package_dir():
     """The installed `resnet_lab` package folder (a function, so tests can move it)."""
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parents[1]
 
 
 def default_cache_dir():

@@ -8,7 +8,7 @@ blocks `conv2_block1_*`, head `avg_pool` / `predictions`):
 * The lab's small from-scratch network: `build_resnet` with `SEED_STAGES`, and `scratch_model`,
   the same behind a `Rescaling` so that it takes pixels in 0..255 (`rescaled`).
 
-The three levels of keras.applications: a block (`resnet_lab.blocks`), a stage of blocks
+The three levels of keras.applications: a block (`resnet_lab.nn.blocks`), a stage of blocks
 (`stage`, Keras' `stack`, d2l's `resnet_block`), one builder (`_build`).
 
 References:
@@ -23,7 +23,8 @@ import numbers
 import keras
 from keras import layers
 
-from resnet_lab.blocks import (
+from resnet_lab import hardware
+from resnet_lab.nn.blocks import (
     BLOCKS,
     BN_EPSILON,
     BN_MOMENTUM,
@@ -89,7 +90,7 @@ def stage(x, block, filters, blocks, stride, name, **options):
 
     Keras' `stack` in keras.applications, d2l's `resnet_block`. The first block takes
     `stride` and, where the shape changes, a shortcut that matches it (see `shortcut` in
-    `resnet_lab.blocks.basic_block`); the others keep the shape and use identity shortcuts.
+    `resnet_lab.nn.blocks.basic_block`); the others keep the shape and use identity shortcuts.
 
     Args:
         x: 4-D input tensor.
@@ -225,7 +226,7 @@ def resnet(
     with 64, 128, 256, 512 filters (basic blocks for depths 18/34, bottlenecks x4 for 50+),
     stride 2 at the start of `conv3`..`conv5`, projection shortcuts (option B). Layer names
     match keras.applications `ResNet50/101/152` wherever the layer exists there; see
-    `resnet_lab.porting.port_keras_weights` for its ImageNet weights.
+    `resnet_lab.nn.porting.port_keras_weights` for its ImageNet weights.
 
     Args:
         depth: One of `18, 34, 50, 101, 152` (`IMAGENET_STAGES`).
@@ -582,43 +583,6 @@ def rescaled(net, name=None):
     return keras.Model(inputs, net(x), name=name or net.name)
 
 
-DTYPE_POLICIES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-
-
-def _cpu_flags(path="/proc/cpuinfo"):
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def resolve_dtype_policy(policy="auto", cpuinfo="/proc/cpuinfo"):
-    """The Keras dtype policy `"auto"` stands for on this machine; other policies as given.
-
-    `"auto"` is `"mixed_bfloat16"` where bfloat16 arithmetic is native, else `"float32"`:
-    a GPU of compute capability 8.0 or more (Ampere on), or a CPU with AVX-512 BF16 or AMX
-    (`avx512_bf16`, `amx_bf16` in `/proc/cpuinfo`). Elsewhere oneDNN or XLA would emulate
-    bfloat16, slower than float32.
-    """
-    check_choice("dtype_policy", policy, DTYPE_POLICIES)
-    if policy != "auto":
-        return policy
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # noqa: PLC0415
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            details = tf.config.experimental.get_device_details(gpus[0])
-            native = tuple(details.get("compute_capability", (0, 0))) >= (8, 0)
-            return "mixed_bfloat16" if native else "float32"
-    native = bool(_cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
-    return "mixed_bfloat16" if native else "float32"
-
-
 def scratch_model(
     image_size=64,
     num_classes=17,
@@ -646,13 +610,14 @@ def scratch_model(
         dtype_policy: Keras dtype policy of the layers: `"float32"`, `"mixed_bfloat16"`
             (float32 weights, bfloat16 arithmetic: about 1.4x faster on CPUs with AVX-512
             BF16, slower where bfloat16 is emulated; `benchmarks/README.md`, item 8), or
-            `"auto"`: bfloat16 where it is native (`resolve_dtype_policy`). The classifier
+            `"auto"`: bfloat16 where it is native
+            (`resnet_lab.hardware.resolve_dtype_policy`). The classifier
             computes in float32 either way. Keras' global policy is restored.
 
     Returns:
         A `keras.Model` taking float images in 0..255.
     """
-    dtype_policy = resolve_dtype_policy(dtype_policy)
+    dtype_policy = hardware.resolve_dtype_policy(dtype_policy)
     previous = keras.mixed_precision.dtype_policy()
     # Layers take the global policy when they are created: set it for this model only.
     keras.mixed_precision.set_dtype_policy(dtype_policy)

@@ -198,7 +198,7 @@ def port_keras_weights(source, target):
             for one (the ImageNet `.h5` downloads, with or without top, or a Keras 3
             `.weights.h5`). For a path, the matching keras.applications model is built with
             `weights=None` and `include_top` as the target's, then loaded.
-        target: `resnet50()`, `resnet101()` or `resnet152()` from `resnet_lab.models`, with or
+        target: `resnet50()`, `resnet101()` or `resnet152()` from `resnet_lab.nn.models`, with or
             without top (same as the source) and any input size.
 
     Returns:
