@@ -13,8 +13,8 @@ import keras
 import numpy as np
 
 from resnet_lab import training
-from resnet_lab.nn import models
 from resnet_lab.checks import check_positive_int
+from resnet_lab.nn import models
 from resnet_lab.nn.walk import all_layers
 
 
@@ -96,12 +96,6 @@ def spread(values):
         return float(values.max() / values.min())
 
 
-def conv_gradient_norms(model, images, labels):
-    """`(names, norms)`: the raw column of `layer_gradient_norms`, as a float64 array."""
-    measured = layer_gradient_norms(model, images, labels)
-    return measured["layers"], np.array(measured["norm"])
-
-
 def gradient_flow(builders, images, labels, indices, batch_size=64, seed=0):
     """Per-layer gradient norms at initialisation of several networks, on one stratified batch.
 
@@ -160,13 +154,6 @@ def cifar_pair(depth, num_classes, image_size):
         f"plain-{depth}": builder("none", "plain"),
         f"resnet-{depth}": builder("identity", "resnet"),
     }
-
-
-def load_cifar10(*args, **kwargs):
-    """`resnet_lab.data.load_cifar10`, its home since 0.2."""
-    from resnet_lab import data
-
-    return data.load_cifar10(*args, **kwargs)
 
 
 def degradation_experiment(

@@ -11,6 +11,8 @@ Every box carries its layer's name as the patch's `gid`, so tests (and curious l
 check that the picture holds exactly the block's layers.
 
 References:
+    Xie et al. 2017, "Aggregated Residual Transformations for Deep Neural Networks"
+        (ResNeXt), arXiv:1611.05431: a grouped convolution is labelled with its groups.
     He et al. 2015, "Deep Residual Learning for Image Recognition", arXiv:1512.03385.
     He et al. 2016, "Identity Mappings in Deep Residual Networks", arXiv:1603.05027.
 """
@@ -20,7 +22,8 @@ from collections import namedtuple
 import keras
 from matplotlib.patches import Circle, FancyBboxPatch
 
-from resnet_lab.plots import LabFigure, _finish
+from resnet_lab.keras_internals import is_symbolic, producer
+from resnet_lab.plots import LabFigure, finish
 
 # One layer call in the graph: the layer, its input tensor and its output tensor.
 Step = namedtuple("Step", "layer input output")
@@ -35,13 +38,6 @@ COLORS = {"Conv": "#cfe2f3", "BatchNorm": "#fff2cc", "ReLU": "#d9ead3"}
 OTHER_COLOR = "#e8e8e8"
 
 
-def _producer(tensor):
-    """The layer that made `tensor` and the tensors it was called on."""
-    history = tensor._keras_history
-    node = history.operation._inbound_nodes[history.node_index]
-    return history.operation, list(node.arguments.keras_tensors)
-
-
 def _walk_back(tensor):
     """Follow single-input layers back from `tensor`; return `(steps, first_tensor)`.
 
@@ -50,7 +46,7 @@ def _walk_back(tensor):
     """
     steps = []
     while True:
-        layer, inputs = _producer(tensor)
+        layer, inputs = producer(tensor)
         if len(inputs) != 1:
             return steps[::-1], tensor
         steps.append(Step(layer, inputs[0], tensor))
@@ -59,7 +55,7 @@ def _walk_back(tensor):
 
 def _output_tensor(block):
     outputs = getattr(block, "outputs", None)
-    if outputs is None and hasattr(block, "_keras_history"):
+    if outputs is None and is_symbolic(block):
         return block
     if outputs is None or len(outputs) != 1:
         raise ValueError(
@@ -96,7 +92,7 @@ def trace_block(block):
     """
     output = _output_tensor(block)
     post, merged = _walk_back(output)
-    layer, inputs = _producer(merged)
+    layer, inputs = producer(merged)
     if not inputs:  # reached the input: a plain block
         return {"pre": [], "main": post, "shortcut": None, "add": None, "post": [],
                 "input": merged, "output": output}
@@ -108,7 +104,7 @@ def trace_block(block):
     paths = []
     for tensor in inputs:
         steps, start = _walk_back(tensor)
-        if _producer(start)[1]:
+        if producer(start)[1]:
             raise ValueError(
                 "`block` must hold one block (one addition); found another merge before "
                 f"{layer.name!r}. Received: block={getattr(block, 'name', block)!r}"
@@ -135,7 +131,10 @@ def _label(step):
     if isinstance(layer, keras.layers.Conv2D):
         kernel = "×".join(str(k) for k in layer.kernel_size)
         stride = "" if max(layer.strides) == 1 else f", /{max(layer.strides)}"
-        return "Conv", f"Conv {kernel}, {layer.filters}{stride}"
+        # A grouped convolution (ResNeXt's cardinality, Xie et al. 2017) says so: it holds
+        # 1/groups of a full convolution's weights.
+        groups = f", groups {layer.groups}" if getattr(layer, "groups", 1) > 1 else ""
+        return "Conv", f"Conv {kernel}, {layer.filters}{stride}{groups}"
     if isinstance(layer, keras.layers.BatchNormalization):
         return "BatchNorm", "BatchNorm"
     if isinstance(layer, keras.layers.ReLU) or (
@@ -233,7 +232,7 @@ def plot_block(block, title=None, ax=None, path=None):
     y -= 1
     _arrow(ax, (0, bottom), (0, y + 0.18))
     ax.text(0, y, f"output {_shape(graph['output'])}", ha="center", va="center", fontsize=9)
-    return _finish(ax.figure, path)
+    return finish(ax.figure, path)
 
 
 def _draw_shortcut(ax, shortcut, branch_y, add_y):
@@ -274,7 +273,7 @@ def plot_blocks(blocks, path=None):
     for ax, (title, block) in zip(axes, blocks.items()):
         plot_block(block, title=title, ax=ax)
         ax.set_ylim(-rows + 0.5, 0.5)  # same scale, tops aligned
-    return _finish(axes[0].figure, path)
+    return finish(axes[0].figure, path)
 
 
 def _figure_axes(n, rows):

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from resnet_lab.keras_internals import producer
 from resnet_lab.nn.walk import all_layers
 
 
@@ -102,10 +103,9 @@ def _steps(model, path):
     target = path[0]
     # The layer and call that produced the output; `layer.input` would be ambiguous for a
     # layer shared with another model (`resnet_lab.transfer.head_model` shares the head).
-    last, node_index, _ = model.outputs[0]._keras_history
+    last, inputs = producer(model.outputs[0])
     if _is_softmax_dense(last):
-        head_input = last._inbound_nodes[node_index].input_tensors[0]
-        return [keras.Model(model.inputs, [target.output, head_input]), last]
+        return [keras.Model(model.inputs, [target.output, inputs[0]]), last]
     return [keras.Model(model.inputs, [target.output, model.outputs[0]])]
 
 

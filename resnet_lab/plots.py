@@ -40,7 +40,11 @@ def save_figure(fig, path):
     return path
 
 
-def _finish(fig, path):
+def finish(fig, path):
+    """Save `fig` to `path` when one is given (`save_figure`); return `fig`.
+
+    The last line of every plot here and in `resnet_lab.diagrams`.
+    """
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -72,7 +76,7 @@ def plot_history(histories, metrics=("accuracy", "loss"), path=None):
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=None):
@@ -108,7 +112,7 @@ def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=
                 text = f"{matrix[i, j]:.2f}".lstrip("0") if normalize else f"{matrix[i, j]:.0f}"
                 color = "white" if matrix[i, j] > 0.6 * matrix.max() else "black"
                 ax.text(j, i, text, ha="center", va="center", fontsize=6, color=color)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_samples(images, labels, class_names, predictions=None, n=16, cols=8, path=None):
@@ -140,7 +144,7 @@ def plot_samples(images, labels, class_names, predictions=None, n=16, cols=8, pa
             title = title if right else f"{class_names[predictions[i]]}\n(true: {title})"
             color = "green" if right else "red"
         axes[i].set_title(title, fontsize=7, color=color)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_gradient_norms(norms, title="Gradient norm per layer at initialisation", path=None, *,
@@ -189,7 +193,7 @@ def plot_gradient_norms(norms, title="Gradient norm per layer at initialisation"
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_degradation(histories, path=None):
@@ -223,7 +227,7 @@ def plot_degradation(histories, path=None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("error (%)")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_comparison(results, path=None):
@@ -251,7 +255,7 @@ def plot_comparison(results, path=None):
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8, ncols=len(keys), loc="lower right", bbox_to_anchor=(1, 1), frameon=False)
     ax.grid(alpha=0.3, axis="y")
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def _as_image(image):
@@ -290,7 +294,7 @@ def plot_class_examples(images, labels, class_names, path=None, *, cols=6):
         if found.size:
             axes[c].imshow(_as_image(images[found[0]]))
         axes[c].set_title(name if found.size else f"{name}\n(no image)", fontsize=9)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_augmented(image, augment, n=8, seed=None, path=None, *, cols=9):
@@ -321,7 +325,7 @@ def plot_augmented(image, augment, n=8, seed=None, path=None, *, cols=9):
     for i in range(1, n + 1):
         axes[i].imshow(_as_image(np.asarray(augment(batch, training=True))[0]))
         axes[i].set_title(f"augmented {i}", fontsize=9)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_mixed(images, targets, class_names, n=8, path=None, *, cols=8):
@@ -346,7 +350,7 @@ def plot_mixed(images, targets, class_names, n=8, path=None, *, cols=8):
         order = [c for c in np.argsort(-targets[i]) if targets[i, c] >= 0.05]
         axes[i].set_title("\n".join(f"{targets[i, c]:.0%} {class_names[c]}" for c in order),
                           fontsize=8)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_schedule(steps, learning_rates, warmup_steps=None, path=None, *, xlabel="step"):
@@ -375,7 +379,7 @@ def plot_schedule(steps, learning_rates, warmup_steps=None, path=None, *, xlabel
     ax.set_ylim(bottom=0)
     ax.set_title("Learning-rate schedule: warm-up, then cosine decay")
     ax.grid(alpha=0.3)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_misclassified(images, labels, predictions, class_names, n=16, path=None, *, cols=8):
@@ -410,7 +414,7 @@ def plot_misclassified(images, labels, predictions, class_names, n=16, path=None
         axes[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle(f"Misclassified: {len(wrong)} of {len(labels)} (true / predicted)",
                  fontsize=10)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_per_class_accuracy(per_class, class_names, path=None):
@@ -447,7 +451,7 @@ def plot_per_class_accuracy(per_class, class_names, path=None):
     ax.set_title("Accuracy per class")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, ncols=k, loc="lower right", bbox_to_anchor=(1, 1), frameon=False)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_fine_tuning(history, fine_tune_start_epoch=None, path=None):
@@ -482,7 +486,7 @@ def plot_fine_tuning(history, fine_tune_start_epoch=None, path=None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Head training, then fine-tuning", fontsize=11)
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def plot_gradcam(images, heatmaps, titles=None, path=None, *, alpha=0.45):
@@ -529,4 +533,4 @@ def plot_gradcam(images, heatmaps, titles=None, path=None, *, alpha=0.45):
             axes[0, i].set_title(titles[i], fontsize=8)
         for ax in axes[:, i]:
             ax.axis("off")
-    return _finish(fig, path)
+    return finish(fig, path)
