@@ -33,6 +33,8 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from resnet_lab.results import atomic_write
+
 OFFICIAL_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
 OFFICIAL_MD5 = "b59a65d8d1a99cd66944d474e1289eab"
 
@@ -192,16 +194,7 @@ def fetch_keyed(source=None, cache_dir=None, md5="auto", progress=True):
 
         if not _is_complete(cache_dir, digest):
             temporaries.append(Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_dir)))
-            staging = temporaries[-1]
-            _extract(archive, staging)
-            _check_names(staging / "jpg", where=f"archive {archive}")
-            _check_jpegs(staging / "jpg", archive)
-            extracted = _extraction(cache_dir, digest)
-            if not _is_complete(cache_dir, digest):  # another process may have finished first
-                if extracted.exists():  # a half-made extraction without its stamp
-                    shutil.rmtree(extracted)
-                os.rename(staging, extracted)
-                (extracted / _STAMP).write_text(f"{digest}\n")
+            _install_extraction(archive, digest, cache_dir, staging=temporaries[-1])
         if downloaded is not None and not _archive_path(cache_dir, digest).exists():
             os.replace(downloaded, _archive_path(cache_dir, digest))
         if kind != "archive":
@@ -212,6 +205,23 @@ def fetch_keyed(source=None, cache_dir=None, md5="auto", progress=True):
         if created and not any(cache_dir.iterdir()):
             cache_dir.rmdir()
     return _extraction(cache_dir, digest) / "jpg", digest[:_KEY_DIGITS]
+
+
+def _install_extraction(archive, digest, cache_dir, staging):
+    """Extract and check `archive` in `staging`, then rename it into place and stamp it.
+
+    The folder is renamed, not copied (`os.rename` of a directory within `cache_dir`), and the
+    stamp is written last: an extraction without it is never trusted.
+    """
+    _extract(archive, staging)
+    _check_names(staging / "jpg", where=f"archive {archive}")
+    _check_jpegs(staging / "jpg", archive)
+    extracted = _extraction(cache_dir, digest)
+    if not _is_complete(cache_dir, digest):  # another process may have finished first
+        if extracted.exists():  # a half-made extraction without its stamp
+            shutil.rmtree(extracted)
+        os.rename(staging, extracted)
+        (extracted / _STAMP).write_text(f"{digest}\n")
 
 
 def _resolve_source(source, md5):
@@ -315,14 +325,8 @@ def _record(cache_dir, source, digest):
     if record.get(os.fspath(source)) == digest:
         return
     record[os.fspath(source)] = digest
-    handle, partial = tempfile.mkstemp(prefix=".", suffix=".json.part", dir=cache_dir)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(record, file, indent=1, sort_keys=True)
-        os.replace(partial, cache_dir / _SOURCES)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    atomic_write(cache_dir / _SOURCES, lambda file: json.dump(record, file, indent=1,
+                                                              sort_keys=True))
 
 
 def _by_hand(cache_dir):

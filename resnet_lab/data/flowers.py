@@ -37,9 +37,11 @@ IMAGES_PER_CLASS = 80
 def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=True):
     """Load the 1,360 flowers as uint8 arrays, fetching and decoding them on first use.
 
-    Each image is converted to RGB, scaled so that it just covers `image_size` (for a square
-    target: its shorter side becomes the target) and center-cropped. The JPEG decoder first
-    downscales in the DCT (`Image.draft`), then a bicubic resize finishes the job. The
+    Each image is decoded by `resnet_lab.data.images.decode`, as `read_image` decodes a
+    user's photo: turned upright by its EXIF orientation, made 8-bit RGB, scaled so that it
+    just covers `image_size` (for a square target: its shorter side becomes the target) and
+    center-cropped. The JPEG decoder first downscales in the DCT (`Image.draft`), then a
+    bicubic resize finishes the job. The
     decoded images are cached as `cache_dir/17flowers-<key>_{H}x{W}.npy`, where `<key>`
     names the source (`resnet_lab.data.download.source_key`: the archive's md5, or a fingerprint
     of an extracted folder), and labels follow from the file numbers. A second load of the
@@ -71,19 +73,7 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
         return np.load(_decoded(cache_dir, key, height, width)), labels
 
     folder, key = download.fetch_keyed(source, cache_dir, progress=progress)
-    images = np.empty((download.NUM_IMAGES, height, width, 3), np.uint8)
-    bar = None
-    if progress:
-        from resnet_lab.progress import ProgressBar  # noqa: PLC0415
-
-        bar = ProgressBar(download.NUM_IMAGES, "Decoding 17flowers", "images", every=85)
-    for i, name in enumerate(download.IMAGE_NAMES):
-        images[i] = decode(folder / name, height, width)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-
+    images = _decode_all(folder, height, width, progress)
     atomic_write(_decoded(cache_dir, key, height, width), lambda file: np.save(file, images),
                  mode="wb")
     return images, labels
@@ -91,6 +81,29 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
 
 def _decoded(cache_dir, key, height, width):
     return cache_dir / f"17flowers-{key}_{height}x{width}.npy"
+
+
+def _decode_all(folder, height, width, progress):
+    """Every image of `folder` through `images.decode`, the decoder `read_image` uses too."""
+    images = np.empty((download.NUM_IMAGES, height, width, 3), np.uint8)
+    bar = None
+    if progress:
+        from resnet_lab.progress import ProgressBar  # noqa: PLC0415
+
+        bar = ProgressBar(download.NUM_IMAGES, "Decoding 17flowers", "images", every=85)
+    for i, name in enumerate(download.IMAGE_NAMES):
+        try:
+            images[i] = decode(folder / name, height, width)
+        except ValueError as error:
+            raise download.DataError(
+                f"Could not decode {name} in {folder} ({error}). The file is corrupt: replace "
+                f"it, or fetch the archive again."
+            ) from error
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return images
 
 
 def split_indices(labels, seed=0, per_class=(40, 20, 20)):

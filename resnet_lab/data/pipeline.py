@@ -64,8 +64,6 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
         ValueError: `images`, `labels` or `splits` have the wrong shape or keys, `batch_size`
             is not positive or larger than the training split, or `image_size` is malformed.
     """
-    import tensorflow as tf  # noqa: PLC0415 (tf.data only: the rest of the lab runs on any backend)
-
     images, labels = _check_arrays(images, labels, splits)
     if images.dtype != np.uint8:
         raise ValueError(
@@ -79,31 +77,38 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
             f"({n_train} images). Received: batch_size={batch_size!r}"
         )
     size = None if image_size is None else check_image_size(image_size)
+    if size == images.shape[1:3]:
+        size = None
     augmenter = augmentation(seed) if augment else None
-    auto = tf.data.AUTOTUNE
+    return {
+        name: _split_pipeline(images, labels, np.asarray(splits[name]), name == "train",
+                              batch_size, seed, size, augmenter)
+        for name in ("train", "val", "test")
+    }
 
-    datasets = {}
-    for name in ("train", "val", "test"):
-        train = name == "train"
-        index = np.asarray(splits[name])
-        ds = tf.data.Dataset.from_tensor_slices((images[index], labels[index]))
-        if size is not None and size != images.shape[1:3]:
-            ds = ds.map(lambda x, y: (_resize_uint8(x, size), y), num_parallel_calls=auto)
-        ds = ds.cache()
-        ds = shuffled_batches(ds, len(index), batch_size, seed) if train else ds.batch(batch_size)
-        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=auto)
-        if train and augmenter is not None:
-            # One batch at a time: the random layers draw from one seed generator whose state
-            # each call advances, so parallel calls would take its states in whatever order
-            # the threads run, and one seed would not give one sequence of augmentations.
-            ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
-        # tf.data's autotuner, on this 2-core CPU, now and then stretched a 5 s epoch to 10 s
-        # (6 of 19 timed epochs); with it off none did, and the pipeline still feeds the
-        # from-scratch model about 15x faster than it trains (benchmarks/README.md, item 4).
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        datasets[name] = ds.prefetch(auto).with_options(options)
-    return datasets
+
+def _split_pipeline(images, labels, index, train, batch_size, seed, size, augmenter):
+    """One split of `make_datasets`: (resized,) cached uint8, batched, float32, augmented."""
+    import tensorflow as tf  # noqa: PLC0415 (tf.data only: the rest of the lab runs on any backend)
+
+    auto = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices((images[index], labels[index]))
+    if size is not None:
+        ds = ds.map(lambda x, y: (_resize_uint8(x, size), y), num_parallel_calls=auto)
+    ds = ds.cache()
+    ds = shuffled_batches(ds, len(index), batch_size, seed) if train else ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=auto)
+    if train and augmenter is not None:
+        # One batch at a time: the random layers draw from one seed generator whose state
+        # each call advances, so parallel calls would take its states in whatever order
+        # the threads run, and one seed would not give one sequence of augmentations.
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
+    # tf.data's autotuner, on this 2-core CPU, now and then stretched a 5 s epoch to 10 s
+    # (6 of 19 timed epochs); with it off none did, and the pipeline still feeds the
+    # from-scratch model about 15x faster than it trains (benchmarks/README.md, item 4).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(auto).with_options(options)
 
 
 def one_hot_labels(dataset, num_classes):

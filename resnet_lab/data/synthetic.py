@@ -15,7 +15,6 @@ import numpy as np
 from resnet_lab.data.download import NUM_IMAGES
 from resnet_lab.data.flowers import IMAGES_PER_CLASS, split_indices
 
-
 # One distinct colour per class, so that a model can learn the fake labels.
 PALETTE = np.array(
     [[(37 * c) % 256, (91 * c + 60) % 256, (151 * c + 120) % 256] for c in range(17)]
@@ -99,8 +98,8 @@ def flowers_like(size=16, seed=0):
     Image `i` is its class colour plus noise, so a small network learns it in a few epochs.
     """
     rng = np.random.default_rng(seed)
-    labels = (np.arange(1360) // 80).astype(np.int32)
-    palette = rng.integers(0, 256, size=(17, 3))
-    noise = rng.normal(0, 20, size=(1360, size, size, 3))
+    labels = (np.arange(NUM_IMAGES) // IMAGES_PER_CLASS).astype(np.int32)
+    palette = rng.integers(0, 256, size=(len(PALETTE), 3))
+    noise = rng.normal(0, 20, size=(NUM_IMAGES, size, size, 3))
     images = np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
     return images, labels, split_indices(labels, seed=seed)
