@@ -98,3 +98,37 @@ def flowers_server(tiny_archive, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     with _serve(tiny_archive.parent) as served:
         yield served
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory, tiny_archive):
+    """`ResNet50.ipynb` run once per session in smoke mode by the lab's runner, offline, on
+    `tiny_archive`, its parameters injected after the `parameters` cell as papermill does.
+
+    Returns:
+        `(nb, seconds, folder)`: the executed notebook, its run time, and the kernel's working
+        folder (the notebook's `OUT` is `folder / "out"`).
+    """
+    import time  # noqa: PLC0415
+
+    import nbformat  # noqa: PLC0415
+
+    from resnet_lab.notebook import NOTEBOOK, execute  # noqa: PLC0415
+
+    tmp_path = tmp_path_factory.mktemp("notebook")
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / NOTEBOOK, as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    injected = nbformat.v4.new_code_cell(
+        f"# Parameters\nSMOKE = True\nSEED = 3\nDATA_SOURCE = {str(tiny_archive)!r}\n"
+        f"OUT = {str(tmp_path / 'out')!r}\n"
+    )
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(index + 1, injected)
+    start = time.perf_counter()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RESNET_LAB_SMOKE", raising=False)
+        mp.delenv("RESNET_LAB_DATA", raising=False)
+        mp.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+        mp.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # the notebook must hide them itself
+        execute(nb, tmp_path, timeout=600)
+    return nb, time.perf_counter() - start, tmp_path
