@@ -29,7 +29,10 @@ _LAZY = {
     **dict.fromkeys(
         ("CaffePreprocess", "FrozenBatchNormalization", "basic_block", "bottleneck_block",
          "build_resnet", "cifar_resnet", "plain_cifar", "rescaled", "resnet", "resnet18",
-         "resnet34", "resnet50", "resnet101", "resnet152", "scratch_model", "stage"),
+         "resnet34", "resnet50", "resnet101", "resnet152", "scratch_model", "stage",
+         "keras_v2_block", "resnet_v2", "resnet50v2", "resnet101v2", "resnet152v2",
+         "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2",
+         "wide_resnet101_2", "resnet50d"),
         "nn",
     ),
     "port_keras_weights": "nn.porting",

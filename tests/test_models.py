@@ -199,7 +199,7 @@ def test_imagenet_heads(include_top, pooling, shape):
 
 
 def test_imagenet_options():
-    model = resnet18(input_shape=(64, 64, 3), num_classes=5, classifier_activation=None,
+    model = resnet18(input_shape=(64, 64, 3), classes=5, classifier_activation=None,
                      zero_init_residual=True)
     assert model.get_layer("conv5_block2_out").output.shape == (None, 2, 2, 512)
     assert model.get_layer("predictions").activation is keras.activations.linear
@@ -245,7 +245,7 @@ def test_stage_builds_named_blocks_and_downsamples_once():
 @pytest.mark.parametrize("build", [
     lambda: build_resnet(input_shape=(16, 16, 3), stages=((8, 1), (16, 1)), stem_filters=8,
                          shortcut="identity"),
-    lambda: resnet18(input_shape=(32, 32, 3), num_classes=4),
+    lambda: resnet18(input_shape=(32, 32, 3), classes=4),
     lambda: cifar_resnet(8, input_shape=(16, 16, 3), preact=True),
 ])
 def test_global_channels_first_setting_builds_the_same_network(build):

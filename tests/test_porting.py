@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 from h5_weights import save_legacy_h5
+
 from resnet_lab.nn.models import resnet, resnet50
 from resnet_lab.nn.porting import max_output_difference, port_keras_weights
 
@@ -86,7 +86,7 @@ def test_port_resnet50_features(source50, batch):
 
 
 def test_port_resnet50_with_top(source50_top, batch):
-    target = resnet50(input_shape=(64, 64, 3), num_classes=7, classifier_activation=None)
+    target = resnet50(input_shape=(64, 64, 3), classes=7, classifier_activation=None)
     port_keras_weights(source50_top, target)
     assert_same_outputs(source50_top, target, batch)
 
@@ -101,7 +101,7 @@ def test_port_from_legacy_h5_file(source50, batch, tmp_path):
 def test_port_from_keras3_weights_file_with_top(source50_top, batch, tmp_path):
     path = tmp_path / "resnet50.weights.h5"
     source50_top.save_weights(path)
-    target = resnet50(input_shape=(64, 64, 3), num_classes=7, classifier_activation=None)
+    target = resnet50(input_shape=(64, 64, 3), classes=7, classifier_activation=None)
     port_keras_weights(path, target)
     assert_same_outputs(source50_top, target, batch)
 
@@ -157,7 +157,7 @@ def test_mismatched_file_raises(source50, target101, tmp_path):
 
 def test_mismatched_classifier_raises(source50_top):
     with pytest.raises(ValueError, match=r"`predictions` differs in kernel shape"):
-        port_keras_weights(source50_top, resnet50(input_shape=(64, 64, 3), num_classes=5))
+        port_keras_weights(source50_top, resnet50(input_shape=(64, 64, 3), classes=5))
 
 
 def test_not_a_weights_file_raises(target101, tmp_path):

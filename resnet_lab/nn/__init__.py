@@ -6,7 +6,7 @@ layers), `costs` (parameters and multiply-adds), `porting` (keras.applications w
 lab's builders), `walk` (the layer walker).
 """
 
-from resnet_lab.nn.blocks import basic_block, bottleneck_block
+from resnet_lab.nn.blocks import basic_block, bottleneck_block, keras_v2_block
 from resnet_lab.nn.layers import CaffePreprocess, FrozenBatchNormalization
 from resnet_lab.nn.models import (
     build_resnet,
@@ -17,10 +17,20 @@ from resnet_lab.nn.models import (
     resnet18,
     resnet34,
     resnet50,
+    resnet50d,
+    resnet50v2,
     resnet101,
+    resnet101v2,
     resnet152,
+    resnet152v2,
+    resnet_v2,
+    resnext50_32x4d,
+    resnext101_32x8d,
+    resnext101_64x4d,
     scratch_model,
     stage,
+    wide_resnet50_2,
+    wide_resnet101_2,
 )
 
 __all__ = [
@@ -28,6 +38,7 @@ __all__ = [
     "FrozenBatchNormalization",
     "basic_block",
     "bottleneck_block",
+    "keras_v2_block",
     "build_resnet",
     "cifar_resnet",
     "plain_cifar",
@@ -37,7 +48,17 @@ __all__ = [
     "resnet34",
     "resnet50",
     "resnet101",
+    "resnet50d",
+    "resnet50v2",
+    "resnet101v2",
     "resnet152",
+    "resnet152v2",
+    "resnet_v2",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
     "scratch_model",
     "stage",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 ]

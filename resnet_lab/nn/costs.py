@@ -10,8 +10,8 @@ multiply-adds but call them "FLOPs" (Table 1: ResNet-50 has "3.8 x 10^9 FLOPs");
 says multiply-adds (MACs) for those and FLOPs for twice as many, as the benchmarks do.
 """
 
-import numpy as np
 import keras
+import numpy as np
 
 from resnet_lab.nn.walk import all_layers
 

@@ -19,11 +19,15 @@ References:
 """
 
 import numbers
+import os
 
 import keras
 from keras import layers
 
 from resnet_lab import hardware
+from resnet_lab.checks import check_choice, check_positive_int, is_positive_int
+from resnet_lab.nn import blocks as blocks_lib
+from resnet_lab.nn import porting
 from resnet_lab.nn.blocks import (
     BLOCKS,
     BN_EPSILON,
@@ -32,7 +36,7 @@ from resnet_lab.nn.blocks import (
     SHORTCUTS,
     STRIDE_AT,
 )
-from resnet_lab.checks import check_choice, check_positive_int, is_positive_int
+from resnet_lab.nn.porting import KERAS_RESNETS
 
 # depth: (block type, blocks per stage); stage filters are IMAGENET_FILTERS (Table 1).
 IMAGENET_STAGES = {
@@ -49,6 +53,18 @@ CIFAR_FILTERS = (16, 32, 64)
 SEED_STAGES = ((16, 2), (32, 2), (64, 2))
 
 POOLINGS = (None, "avg", "max")
+STEMS = ("single", "deep")
+
+# The family as data: name -> (depth, options of `resnet`) over the same stage table. torchvision
+# (ResNeXt, Wide ResNet) and timm (ResNet-D) stride the 3x3 of a bottleneck ("v1.5").
+VARIANTS = {
+    "resnext50_32x4d": (50, {"groups": 32, "width_per_group": 4, "stride_at": "v1.5"}),
+    "resnext101_32x8d": (101, {"groups": 32, "width_per_group": 8, "stride_at": "v1.5"}),
+    "resnext101_64x4d": (101, {"groups": 64, "width_per_group": 4, "stride_at": "v1.5"}),
+    "wide_resnet50_2": (50, {"width_per_group": 128, "stride_at": "v1.5"}),
+    "wide_resnet101_2": (101, {"width_per_group": 128, "stride_at": "v1.5"}),
+    "resnet50d": (50, {"stem": "deep", "shortcut": "avgpool", "stride_at": "v1.5"}),
+}
 
 
 def _check_input_shape(input_shape, total_stride):
@@ -117,78 +133,99 @@ def stage(x, block, filters, blocks, stride, name, **options):
     return x
 
 
-def _build(
-    *,
-    input_shape,
-    stages,
-    block,
-    shortcut,
-    stride_at,
-    stem_filters,
-    stem_kernel,
-    stem_stride,
-    stem_pool,
-    preact,
-    zero_init_residual,
-    bn_momentum,
-    bn_epsilon,
-    include_top,
-    pooling,
-    num_classes,
-    classifier_activation,
-    dropout,
-    name,
-):
-    """Builds every ResNet in this module: stem, stages of blocks, head."""
-    check_choice("block", block, tuple(BLOCKS))
-    check_choice("shortcut", shortcut, SHORTCUTS)
-    check_choice("stride_at", stride_at, STRIDE_AT)
-    check_choice("pooling", pooling, POOLINGS)
-    check_choice("stem_stride", stem_stride, (1, 2))
-    check_positive_int("stem_filters", stem_filters)
-    check_positive_int("num_classes", num_classes)
-    _check_stages(stages)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
-    # Every stage but the first starts with stride 2.
-    total_stride = stem_stride * (2 if stem_pool else 1) * 2 ** (len(stages) - 1)
-    _check_input_shape(input_shape, total_stride)
+def _check_keras_arguments(weights, include_top, classes, input_shape, classifier_activation,
+                           has_imagenet):
+    """keras.applications' argument checks (`keras/src/applications/resnet.py`), its errors."""
+    if not (weights in ("imagenet", None) or os.path.exists(str(weights))):
+        raise ValueError(
+            "The `weights` argument should be either `None` (random initialization), "
+            "'imagenet' (pre-training on ImageNet), or the path to the weights file to be "
+            f"loaded. Received: weights={weights!r}"
+        )
+    if weights == "imagenet" and not has_imagenet:
+        raise ValueError(
+            "keras.applications has no ImageNet weights for this network (only for "
+            "resnet50/101/152 and their V2, with the default structure). "
+            "Received: weights='imagenet'"
+        )
+    check_positive_int("classes", classes)
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000. "
+            f"Received: classes={classes}"
+        )
+    if weights == "imagenet" and include_top and input_shape not in (None, (224, 224, 3)):
+        raise ValueError(
+            "When setting `include_top=True` and loading `imagenet` weights, `input_shape` "
+            f"should be (224, 224, 3). Received: input_shape={input_shape}"
+        )
+    if weights is not None and include_top and classifier_activation not in (None, "softmax"):
+        raise ValueError(
+            "Only `None` and `softmax` activations are allowed for the "
+            "`classifier_activation` argument when using pretrained weights, with "
+            f"`include_top=True`. Received: classifier_activation={classifier_activation!r}"
+        )
 
+
+def _inputs(input_tensor, input_shape, include_top, total_stride):
+    """`(graph input, model inputs)`: a new `input` layer, or keras.applications' `input_tensor`."""
+    if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            raise ValueError(
+                "`input_tensor` must be a Keras tensor (`keras.Input(...)` or a layer's "
+                f"output). Received: input_tensor={input_tensor!r}"
+            )
+        shape = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise ValueError(
+                "`input_shape` and `input_tensor` disagree. Received: "
+                f"input_shape={tuple(input_shape)}, input_tensor.shape={input_tensor.shape}"
+            )
+        _check_input_shape(shape, total_stride)
+        return input_tensor, keras.utils.get_source_inputs(input_tensor)
+    if input_shape is None:
+        input_shape = (224, 224, 3) if include_top else (None, None, 3)
+    _check_input_shape(input_shape, total_stride)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = layers.ZeroPadding2D(stem_kernel // 2, data_format=DATA_FORMAT, name="conv1_pad")(inputs)
-    x = layers.Conv2D(
-        stem_filters,
-        stem_kernel,
-        strides=stem_stride,
-        use_bias=False,
-        kernel_initializer="he_normal",
-        data_format=DATA_FORMAT,
-        name="conv1_conv",
-    )(x)
-    if not preact or stem_pool:
-        # A bare pre-activation stem lets the first block's BN-ReLU activate it (the CIFAR
-        # nets); a pooling stem is conv-BN-ReLU-pool in both orderings (He et al. 2016,
-        # ImageNet models), since max-pooling a raw convolution is not what they trained.
-        x = layers.BatchNormalization(
-            momentum=bn_momentum, epsilon=bn_epsilon, name="conv1_bn"
-        )(x)
-        x = layers.Activation("relu", name="conv1_relu")(x)
-    if stem_pool:
+    return inputs, inputs
+
+
+def _stem(x, *, stem, filters, kernel, stride, pool, preact, bn_momentum, bn_epsilon):
+    """`conv1_*` (one conv, or ResNet-D's three) and the optional `pool1_*` max pool."""
+    def conv_bn_relu(x, filters, kernel, stride, prefix):
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                          kernel_initializer="he_normal", data_format=DATA_FORMAT,
+                          name=f"{prefix}_conv")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon,
+                                      name=f"{prefix}_bn")(x)
+        return layers.Activation("relu", name=f"{prefix}_relu")(x)
+
+    if stem == "deep":
+        # ResNet-C (He et al. 2019, Sec. 4.2; timm's `stem_type="deep"`): three 3x3 convs,
+        # 32-32-64 channels, cost about what one 7x7 costs and see as far.
+        x = conv_bn_relu(x, filters // 2, 3, stride, "conv1_1")
+        x = conv_bn_relu(x, filters // 2, 3, 1, "conv1_2")
+        x = conv_bn_relu(x, filters, 3, 1, "conv1_3")
+    else:
+        x = layers.ZeroPadding2D(kernel // 2, data_format=DATA_FORMAT, name="conv1_pad")(x)
+        x = layers.Conv2D(filters, kernel, strides=stride, use_bias=False,
+                          kernel_initializer="he_normal", data_format=DATA_FORMAT,
+                          name="conv1_conv")(x)
+        if not preact or pool:
+            # A bare pre-activation stem lets the first block's BN-ReLU activate it (the CIFAR
+            # nets); a pooling stem is conv-BN-ReLU-pool in both orderings (He et al. 2016,
+            # ImageNet models), since max-pooling a raw convolution is not what they trained.
+            x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon,
+                                          name="conv1_bn")(x)
+            x = layers.Activation("relu", name="conv1_relu")(x)
+    if pool:
         x = layers.ZeroPadding2D(1, data_format=DATA_FORMAT, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, data_format=DATA_FORMAT, name="pool1_pool")(x)
+    return x
 
-    options = {"stride_at": stride_at} if block == "bottleneck" else {}
-    for index, (filters, blocks) in enumerate(stages, start=2):
-        x = stage(x, block, filters, blocks, stride=1 if index == 2 else 2, name=f"conv{index}",
-                  shortcut=shortcut, preact=preact, zero_init=zero_init_residual,
-                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **options)
-    if preact:
-        # Pre-activation blocks end in an addition: normalise and activate once before the
-        # head (He et al. 2016: "an extra activation right after its element-wise
-        # addition" for the last unit).
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="post_bn")(x)
-        x = layers.Activation("relu", name="post_relu")(x)
 
+def _head(x, *, include_top, pooling, classes, classifier_activation, dropout):
+    """keras.applications' head: `avg_pool` + `predictions`, or `avg_pool`/`max_pool`/nothing."""
     if include_top:
         x = layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="avg_pool")(x)
         if dropout:
@@ -197,53 +234,130 @@ def _build(
         # in float32: a softmax in bfloat16 rounds probabilities to 8 bits, so its log does
         # not learn (Keras' mixed precision guide: the model's output in float32).
         mixed = keras.mixed_precision.dtype_policy().compute_dtype != "float32"
-        x = layers.Dense(num_classes, activation=classifier_activation, name="predictions",
-                         dtype="float32" if mixed else None)(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(data_format=DATA_FORMAT, name="max_pool")(x)
-    return keras.Model(inputs, x, name=name)
+        return layers.Dense(classes, activation=classifier_activation, name="predictions",
+                            dtype="float32" if mixed else None)(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(data_format=DATA_FORMAT, name="max_pool")(x)
+    return x
+
+
+def _load(model, weights, keras_name, include_top):
+    """keras.applications' `weights=`: ImageNet (downloaded) or a file, ported or loaded."""
+    if weights == "imagenet":
+        weights = porting.imagenet_weights_path(keras_name, include_top)
+    if weights is not None and keras_name:
+        porting.port_keras_weights(str(weights), model)
+    elif weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def _build(*, input_shape, stages, block, stem, preact, head, name, input_tensor=None,
+           **options):
+    """Builds every ResNet V1 and pre-activation ResNet: stem, stages of blocks, head.
+
+    `stem` holds `_stem`'s settings, `head` `_head`'s; `options` are the block arguments
+    shared by every block (`shortcut`, `stride_at`, `zero_init`, `bn_momentum`, ...).
+    """
+    check_choice("block", block, tuple(BLOCKS))
+    check_choice("shortcut", options["shortcut"], SHORTCUTS)
+    stride_at = check_choice("stride_at", options.pop("stride_at"), STRIDE_AT)
+    check_choice("stem", stem["stem"], STEMS)
+    check_choice("stem_stride", stem["stride"], (1, 2))
+    check_positive_int("stem_filters", stem["filters"])
+    check_choice("pooling", head["pooling"], POOLINGS)
+    _check_stages(stages)
+    if not 0.0 <= head["dropout"] < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={head['dropout']!r}")
+    if block == "bottleneck":
+        options["stride_at"] = stride_at
+    elif (options.pop("groups", 1), options.pop("width_per_group", 64)) != (1, 64):
+        raise ValueError(
+            "`groups` and `width_per_group` are bottleneck options (torchvision's rule). "
+            f"Received: block={block!r}"
+        )
+    # Every stage but the first starts with stride 2.
+    total_stride = stem["stride"] * (2 if stem["pool"] else 1) * 2 ** (len(stages) - 1)
+    x, inputs = _inputs(input_tensor, input_shape, head["include_top"], total_stride)
+    x = _stem(x, **stem, preact=preact, bn_momentum=options["bn_momentum"],
+              bn_epsilon=options["bn_epsilon"])
+    for index, (filters, blocks) in enumerate(stages, start=2):
+        x = stage(x, block, filters, blocks, stride=1 if index == 2 else 2, name=f"conv{index}",
+                  preact=preact, **options)
+    if preact:
+        # Pre-activation blocks end in an addition: normalise and activate once before the
+        # head (He et al. 2016: "an extra activation right after its element-wise
+        # addition" for the last unit).
+        x = layers.BatchNormalization(momentum=options["bn_momentum"],
+                                      epsilon=options["bn_epsilon"], name="post_bn")(x)
+        x = layers.Activation("relu", name="post_relu")(x)
+    return keras.Model(inputs, _head(x, **head), name=name)
 
 
 def resnet(
     depth,
     include_top=True,
-    pooling=None,
+    weights=None,
+    input_tensor=None,
     input_shape=None,
-    num_classes=1000,
+    pooling=None,
+    classes=1000,
     classifier_activation="softmax",
+    *,
     stride_at="v1",
     preact=False,
     zero_init_residual=False,
+    groups=1,
+    width_per_group=64,
+    stem="single",
+    shortcut="projection",
     bn_momentum=BN_MOMENTUM,
     bn_epsilon=BN_EPSILON,
     name=None,
 ):
-    """ImageNet ResNet of He et al. 2015 (Table 1), without conv biases.
+    """ImageNet ResNet of He et al. 2015 (Table 1) and its descendants, without conv biases.
 
     Stem: 7x7/2 conv with 64 filters, BN, ReLU, 3x3/2 max pool; then stages `conv2`..`conv5`
     with 64, 128, 256, 512 filters (basic blocks for depths 18/34, bottlenecks x4 for 50+),
     stride 2 at the start of `conv3`..`conv5`, projection shortcuts (option B). Layer names
-    match keras.applications `ResNet50/101/152` wherever the layer exists there; see
-    `resnet_lab.nn.porting.port_keras_weights` for its ImageNet weights.
+    match keras.applications `ResNet50/101/152` wherever the layer exists there. ResNeXt,
+    Wide ResNet and ResNet-D are the same stage table with other options (`VARIANTS`).
+
+    The first eight arguments are keras.applications' (`keras.applications.ResNet50`), by the
+    same names, meanings and checks, except that `weights` defaults to `None` (no download
+    unless asked for).
 
     Args:
         depth: One of `18, 34, 50, 101, 152` (`IMAGENET_STAGES`).
         include_top: Add global average pooling (`avg_pool`) and the classifier
             (`predictions`).
+        weights: `None` (random initialisation), `"imagenet"` (keras.applications' file,
+            downloaded once by `keras.utils.get_file` and ported: depths 50/101/152 with the
+            default structure only) or a path: a keras.applications weights file for those
+            (ported), a file written by `model.save_weights` for the others.
+        input_tensor: A Keras tensor to use as the input, e.g. another model's output.
+        input_shape: `(height, width, channels)`; defaults to `(224, 224, 3)` with the top,
+            `(None, None, 3)` without (or `input_tensor`'s shape).
         pooling: With `include_top=False`: `None` (4-D feature map), `"avg"` or `"max"`
             global pooling. Ignored when `include_top=True`, as in keras.applications.
-        input_shape: `(height, width, channels)`; defaults to `(224, 224, 3)` with the top,
-            `(None, None, 3)` without.
-        num_classes: Classifier units, with `include_top=True`.
+        classes: Classifier units, with `include_top=True` (1000 with ImageNet weights).
         classifier_activation: Activation of `predictions`; `None` returns logits.
         stride_at: Bottlenecks only: `"v1"` (stride on the first 1x1, paper and
-            keras.applications) or `"v1.5"` (stride on the 3x3, torchvision). Basic blocks
-            always stride their first 3x3.
-        preact: Pre-activation blocks (He et al. 2016), a bare stem and a final
-            `post_bn`/`post_relu`.
+            keras.applications) or `"v1.5"` (stride on the 3x3, torchvision and timm).
+            Basic blocks always stride their first 3x3.
+        preact: Pre-activation blocks as He et al. 2016 (arXiv:1603.05027) define them: the
+            stride in the FIRST block of a stage, projections on the pre-activated input, no
+            conv biases, a conv-BN-ReLU-pool stem and a final `post_bn`/`post_relu`. This is
+            not keras.applications' `ResNet50V2`, which strides the last block of a stage and
+            keeps conv biases: for that use `resnet50v2` (see `blocks.keras_v2_block`).
         zero_init_residual: Start every residual branch at zero (Goyal et al. 2017).
+        groups: Groups of every bottleneck's 3x3 (ResNeXt's cardinality, Xie et al. 2017).
+        width_per_group: torchvision's `width_per_group`: `64` for ResNet, `128` for Wide
+            ResNet-50-2, `4` with `groups=32` for ResNeXt-50 32x4d.
+        stem: `"single"` (one 7x7 conv) or `"deep"` (three 3x3 convs, 32-32-64, ResNet-C).
+        shortcut: `"projection"` (option B) or `"avgpool"` (ResNet-D's pooled projection).
         bn_momentum: BatchNorm momentum (Keras default `0.99`).
         bn_epsilon: BatchNorm epsilon (`1.001e-5` as keras.applications).
         name: Model name; defaults to `"resnet{depth}"` (`"preact_resnet{depth}"`).
@@ -252,134 +366,193 @@ def resnet(
         A functional `keras.Model`.
 
     Raises:
-        ValueError: If `depth` is not in `IMAGENET_STAGES`, `pooling` or `stride_at` is
-            unknown, `input_shape` is not 3-D or smaller than the total stride (32).
+        ValueError: If `depth` is not in `IMAGENET_STAGES`, an option is unknown, `input_shape`
+            is not 3-D or smaller than the total stride (32), or keras.applications would
+            reject the `weights`/`classes`/`input_shape`/`input_tensor` combination.
+        resnet_lab.nn.porting.WeightsUnavailableError: If ImageNet weights cannot be
+            downloaded (offline).
     """
     check_choice("depth", depth, tuple(IMAGENET_STAGES))
     block, counts = IMAGENET_STAGES[depth]
-    if input_shape is None:
-        input_shape = (224, 224, 3) if include_top else (None, None, 3)
-    return _build(
+    mirrors_keras = (depth in KERAS_RESNETS.values() and not preact and groups == 1
+                     and width_per_group == 64 and stem == "single" and shortcut == "projection")
+    _check_keras_arguments(weights, include_top, classes, input_shape, classifier_activation,
+                           has_imagenet=mirrors_keras)
+    model = _build(
         input_shape=input_shape,
+        input_tensor=input_tensor,
         stages=tuple(zip(IMAGENET_FILTERS, counts)),
         block=block,
-        shortcut="projection",
-        stride_at=stride_at,
-        stem_filters=64,
-        stem_kernel=7,
-        stem_stride=2,
-        stem_pool=True,
+        stem={"stem": stem, "filters": 64, "kernel": 7, "stride": 2, "pool": True},
         preact=preact,
-        zero_init_residual=zero_init_residual,
-        bn_momentum=bn_momentum,
-        bn_epsilon=bn_epsilon,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        classifier_activation=classifier_activation,
-        dropout=0.0,
+        head={"include_top": include_top, "pooling": pooling, "classes": classes,
+              "classifier_activation": classifier_activation, "dropout": 0.0},
         name=name or f"{'preact_' if preact else ''}resnet{depth}",
+        shortcut=check_choice("shortcut", shortcut, ("projection", "avgpool")),
+        stride_at=stride_at, zero_init=zero_init_residual, groups=groups,
+        width_per_group=width_per_group, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
     )
+    return _load(model, weights, f"resnet{depth}" if mirrors_keras else None, include_top)
 
 
-def resnet18(
-    include_top=True,
-    pooling=None,
-    input_shape=None,
-    num_classes=1000,
-    classifier_activation="softmax",
-    stride_at="v1",
-    preact=False,
-    zero_init_residual=False,
-    bn_momentum=BN_MOMENTUM,
-    bn_epsilon=BN_EPSILON,
-    name=None,
-):
-    """ResNet-18: basic blocks, (2, 2, 2, 2) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
-    return resnet(18, include_top=include_top, pooling=pooling, input_shape=input_shape,
-                  num_classes=num_classes, classifier_activation=classifier_activation,
-                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
-                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
+def _imagenet(depth, keras_arguments, options, variant=None):
+    """A thin public builder: `resnet(depth, ...)` with a `VARIANTS` entry's options."""
+    depth, chosen = VARIANTS[variant] if variant else (depth, {})
+    return resnet(depth, *keras_arguments, **{"name": variant, **chosen, **options})
 
 
-def resnet34(
-    include_top=True,
-    pooling=None,
-    input_shape=None,
-    num_classes=1000,
-    classifier_activation="softmax",
-    stride_at="v1",
-    preact=False,
-    zero_init_residual=False,
-    bn_momentum=BN_MOMENTUM,
-    bn_epsilon=BN_EPSILON,
-    name=None,
-):
-    """ResNet-34: basic blocks, (3, 4, 6, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
-    return resnet(34, include_top=include_top, pooling=pooling, input_shape=input_shape,
-                  num_classes=num_classes, classifier_activation=classifier_activation,
-                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
-                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
+def resnet18(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", **options):
+    """ResNet-18: basic blocks, (2, 2, 2, 2) per stage (He et al. 2015); arguments as `resnet`."""
+    return _imagenet(18, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                          classifier_activation), options)
 
 
-def resnet50(
-    include_top=True,
-    pooling=None,
-    input_shape=None,
-    num_classes=1000,
-    classifier_activation="softmax",
-    stride_at="v1",
-    preact=False,
-    zero_init_residual=False,
-    bn_momentum=BN_MOMENTUM,
-    bn_epsilon=BN_EPSILON,
-    name=None,
-):
-    """ResNet-50: bottleneck blocks, (3, 4, 6, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
-    return resnet(50, include_top=include_top, pooling=pooling, input_shape=input_shape,
-                  num_classes=num_classes, classifier_activation=classifier_activation,
-                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
-                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
+def resnet34(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", **options):
+    """ResNet-34: basic blocks, (3, 4, 6, 3) per stage (He et al. 2015); arguments as `resnet`."""
+    return _imagenet(34, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                          classifier_activation), options)
 
 
-def resnet101(
-    include_top=True,
-    pooling=None,
-    input_shape=None,
-    num_classes=1000,
-    classifier_activation="softmax",
-    stride_at="v1",
-    preact=False,
-    zero_init_residual=False,
-    bn_momentum=BN_MOMENTUM,
-    bn_epsilon=BN_EPSILON,
-    name=None,
-):
-    """ResNet-101: bottleneck blocks, (3, 4, 23, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
-    return resnet(101, include_top=include_top, pooling=pooling, input_shape=input_shape,
-                  num_classes=num_classes, classifier_activation=classifier_activation,
-                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
-                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
+def resnet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", **options):
+    """ResNet-50: bottlenecks, (3, 4, 6, 3) per stage (He et al. 2015); arguments as `resnet`."""
+    return _imagenet(50, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                          classifier_activation), options)
 
 
-def resnet152(
-    include_top=True,
-    pooling=None,
-    input_shape=None,
-    num_classes=1000,
-    classifier_activation="softmax",
-    stride_at="v1",
-    preact=False,
-    zero_init_residual=False,
-    bn_momentum=BN_MOMENTUM,
-    bn_epsilon=BN_EPSILON,
-    name=None,
-):
-    """ResNet-152: bottleneck blocks, (3, 8, 36, 3) per stage (He et al. 2015, Table 1); arguments as `resnet`."""
-    return resnet(152, include_top=include_top, pooling=pooling, input_shape=input_shape,
-                  num_classes=num_classes, classifier_activation=classifier_activation,
-                  stride_at=stride_at, preact=preact, zero_init_residual=zero_init_residual,
-                  bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=name)
+def resnet101(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", **options):
+    """ResNet-101: bottlenecks, (3, 4, 23, 3) per stage (He et al. 2015); arguments as `resnet`."""
+    return _imagenet(101, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                           classifier_activation), options)
+
+
+def resnet152(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", **options):
+    """ResNet-152: bottlenecks, (3, 8, 36, 3) per stage (He et al. 2015); arguments as `resnet`."""
+    return _imagenet(152, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                           classifier_activation), options)
+
+
+def resnext50_32x4d(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                    pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """ResNeXt-50 32x4d (Xie et al. 2017), torchvision's; arguments as `resnet`."""
+    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation), options, "resnext50_32x4d")
+
+
+def resnext101_32x8d(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                     pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """ResNeXt-101 32x8d (Xie et al. 2017), torchvision's; arguments as `resnet`."""
+    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation), options, "resnext101_32x8d")
+
+
+def resnext101_64x4d(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                     pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """ResNeXt-101 64x4d (Xie et al. 2017), torchvision's; arguments as `resnet`."""
+    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation), options, "resnext101_64x4d")
+
+
+def wide_resnet50_2(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                    pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """Wide ResNet-50-2 (Zagoruyko & Komodakis 2016), torchvision's; arguments as `resnet`."""
+    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation), options, "wide_resnet50_2")
+
+
+def wide_resnet101_2(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                     pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """Wide ResNet-101-2 (Zagoruyko & Komodakis 2016), torchvision's; arguments as `resnet`."""
+    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation), options, "wide_resnet101_2")
+
+
+def resnet50d(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", **options):
+    """ResNet-50-D (He et al. 2019, Bag of Tricks), timm's `resnet50d`; arguments as `resnet`."""
+    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
+                            classifier_activation), options, "resnet50d")
+
+
+def _keras_v2_stage(x, filters, blocks, stride, name, **bn):
+    # keras.applications' `stack_residual_blocks_v2`: project in block 1, stride in the last.
+    x = blocks_lib.keras_v2_block(x, filters, conv_shortcut=True, name=f"{name}_block1", **bn)
+    for index in range(2, blocks):
+        x = blocks_lib.keras_v2_block(x, filters, name=f"{name}_block{index}", **bn)
+    return blocks_lib.keras_v2_block(x, filters, stride=stride, name=f"{name}_block{blocks}", **bn)
+
+
+def resnet_v2(depth, include_top=True, weights=None, input_tensor=None, input_shape=None,
+              pooling=None, classes=1000, classifier_activation="softmax", *,
+              bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, name=None):
+    """keras.applications' ResNet V2 (`ResNet50V2`...), layer for layer and parameter for parameter.
+
+    A pre-activation ResNet (He et al. 2016) as keras.applications built it for its ImageNet
+    weights, which differs from the paper and from `resnet(depth, preact=True)`: the stem conv
+    (`conv1_conv`, 7x7/2) has a bias and no BatchNorm before the max pool; each stage strides
+    its LAST block, on the 3x3 (conv5 does not stride); shortcut projections and each block's
+    last 1x1 carry biases (see `resnet_lab.nn.blocks.keras_v2_block`). Same names as keras,
+    except keras' unnamed 1x1 max pools of strided shortcuts, here `conv{s}_block{b}_0_pool`.
+
+    Args:
+        depth: `50`, `101` or `152`.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation: keras.applications' arguments, as in `resnet`; the weights
+            files are `resnet{depth}v2_*` (ported by `porting.port_keras_weights`).
+        bn_momentum: BatchNorm momentum (Keras default `0.99`).
+        bn_epsilon: BatchNorm epsilon (`1.001e-5` as keras.applications).
+        name: Model name; defaults to `"resnet{depth}v2"`.
+
+    Returns:
+        A functional `keras.Model`.
+
+    Raises:
+        ValueError: As `resnet`.
+    """
+    check_choice("depth", depth, tuple(KERAS_RESNETS.values()))
+    check_choice("pooling", pooling, POOLINGS)
+    _check_keras_arguments(weights, include_top, classes, input_shape, classifier_activation,
+                           has_imagenet=True)
+    x, inputs = _inputs(input_tensor, input_shape, include_top, 32)
+    x = layers.ZeroPadding2D(3, data_format=DATA_FORMAT, name="conv1_pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, data_format=DATA_FORMAT, name="conv1_conv")(x)
+    x = layers.ZeroPadding2D(1, data_format=DATA_FORMAT, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, data_format=DATA_FORMAT, name="pool1_pool")(x)
+    bn = {"bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon}
+    stages = zip(IMAGENET_FILTERS, IMAGENET_STAGES[depth][1], (2, 2, 2, 1))
+    for index, (filters, blocks, stride) in enumerate(stages, start=2):
+        x = _keras_v2_stage(x, filters, blocks, stride, f"conv{index}", **bn)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="post_bn")(x)
+    x = layers.Activation("relu", name="post_relu")(x)
+    x = _head(x, include_top=include_top, pooling=pooling, classes=classes,
+              classifier_activation=classifier_activation, dropout=0.0)
+    model = keras.Model(inputs, x, name=name or f"resnet{depth}v2")
+    return _load(model, weights, f"resnet{depth}v2", include_top)
+
+
+def resnet50v2(include_top=True, weights=None, input_tensor=None, input_shape=None,
+               pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """keras.applications' `ResNet50V2`; arguments as `resnet_v2`."""
+    return resnet_v2(50, include_top, weights, input_tensor, input_shape, pooling, classes,
+                     classifier_activation, **options)
+
+
+def resnet101v2(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """keras.applications' `ResNet101V2`; arguments as `resnet_v2`."""
+    return resnet_v2(101, include_top, weights, input_tensor, input_shape, pooling, classes,
+                     classifier_activation, **options)
+
+
+def resnet152v2(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", **options):
+    """keras.applications' `ResNet152V2`; arguments as `resnet_v2`."""
+    return resnet_v2(152, include_top, weights, input_tensor, input_shape, pooling, classes,
+                     classifier_activation, **options)
 
 
 def cifar_resnet(
@@ -425,25 +598,20 @@ def cifar_resnet(
             f"Received: depth={depth!r}"
         )
     n = (depth - 2) // 6
+    check_positive_int("num_classes", num_classes)
     return _build(
         input_shape=input_shape,
         stages=tuple((filters, n) for filters in CIFAR_FILTERS),
         block="basic",
+        stem={"stem": "single", "filters": 16, "kernel": 3, "stride": 1, "pool": False},
+        preact=preact,
+        head={"include_top": True, "pooling": None, "classes": num_classes,
+              "classifier_activation": "softmax", "dropout": 0.0},
         shortcut=shortcut,
         stride_at="v1",
-        stem_filters=16,
-        stem_kernel=3,
-        stem_stride=1,
-        stem_pool=False,
-        preact=preact,
-        zero_init_residual=zero_init_residual,
+        zero_init=zero_init_residual,
         bn_momentum=bn_momentum,
         bn_epsilon=bn_epsilon,
-        include_top=True,
-        pooling=None,
-        num_classes=num_classes,
-        classifier_activation="softmax",
-        dropout=0.0,
         name=name or f"cifar_resnet{depth}",
     )
 
@@ -541,25 +709,21 @@ def build_resnet(
             `block`, `shortcut` or `stem_stride` is unknown, `dropout` is outside `[0, 1)`,
             or `input_shape` is not 3-D or smaller than the total stride.
     """
+    check_positive_int("num_classes", num_classes)
     return _build(
         input_shape=input_shape,
         stages=stages,
         block=block,
+        stem={"stem": "single", "filters": stem_filters, "kernel": 3, "stride": stem_stride,
+              "pool": stem_pool},
+        preact=preact,
+        head={"include_top": True, "pooling": None, "classes": num_classes,
+              "classifier_activation": "softmax", "dropout": dropout},
         shortcut=shortcut,
         stride_at="v1.5",
-        stem_filters=stem_filters,
-        stem_kernel=3,
-        stem_stride=stem_stride,
-        stem_pool=stem_pool,
-        preact=preact,
-        zero_init_residual=zero_init_residual,
+        zero_init=zero_init_residual,
         bn_momentum=bn_momentum,
         bn_epsilon=bn_epsilon,
-        include_top=True,
-        pooling=None,
-        num_classes=num_classes,
-        classifier_activation="softmax",
-        dropout=dropout,
         name=name,
     )
 

@@ -12,12 +12,90 @@ any constant per channel, so the bias never mattered there either.
 
 import os
 import re
+import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
 
-# Bottleneck blocks per stage (conv2..conv5) of the keras.applications ResNets with v1 weights.
+# Bottleneck blocks per stage (conv2..conv5) of the keras.applications ResNets (V1 and V2).
 KERAS_RESNETS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+
+# keras.applications' ImageNet files: name -> (md5 with top, md5 without), as
+# `keras/src/applications/resnet.py` (`WEIGHTS_HASHES`) hashes them.
+WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+WEIGHTS_HASHES = {
+    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+    "resnet50v2": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
+    "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
+    "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
+}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be downloaded or found in Keras' cache."""
+
+
+def weights_file(name, include_top):
+    """keras.applications' file name for `name`'s ImageNet weights, e.g. `resnet50_..._notop.h5`.
+
+    Args:
+        name: A key of `WEIGHTS_HASHES`.
+        include_top: With the classifier (`True`) or without.
+
+    Returns:
+        A `str`.
+    """
+    return f"{name}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
+
+
+def keras_cache_folder():
+    """Where `keras.utils.get_file` keeps downloads: `$KERAS_HOME/models/` (default
+    `~/.keras/models/`), or `/tmp/.keras/models/` when that folder is not writable."""
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    if not os.access(home, os.W_OK):
+        home = os.path.join(tempfile.gettempdir(), ".keras")
+    return Path(home) / "models"
+
+
+def imagenet_weights_path(name="resnet50", include_top=False):
+    """keras.applications' ImageNet weights file, downloaded once into Keras' cache (md5-checked).
+
+    Uses `keras.utils.get_file` with keras.applications' URL, file name and md5, so a file that
+    `keras.applications.ResNet50(weights="imagenet")` downloaded before is reused.
+
+    Args:
+        name: `"resnet50"`, `"resnet101"`, `"resnet152"`, `"resnet50v2"`, `"resnet101v2"` or
+            `"resnet152v2"`.
+        include_top: The file with the 1000-class classifier, or without (`_notop`).
+
+    Returns:
+        The local path, a `str`.
+
+    Raises:
+        ValueError: If `name` has no ImageNet weights in keras.applications.
+        WeightsUnavailableError: If the file is not cached and cannot be downloaded; the
+            message says which file to place where, with its md5.
+    """
+    if name not in WEIGHTS_HASHES:
+        allowed = ", ".join(map(repr, WEIGHTS_HASHES))
+        raise ValueError(
+            f"keras.applications has ImageNet weights only for {allowed}. Received: name={name!r}"
+        )
+    file, md5 = weights_file(name, include_top), WEIGHTS_HASHES[name][0 if include_top else 1]
+    try:
+        return keras.utils.get_file(file, WEIGHTS_URL + file, cache_subdir="models",
+                                    file_hash=md5)
+    except Exception as error:  # Keras raises a bare Exception on a failed download.
+        raise WeightsUnavailableError(
+            f"Could not download the ImageNet weights for {name} ({error}).\n"
+            f"Offline? Download {WEIGHTS_URL + file} on a machine with internet and place it "
+            f"at\n  {keras_cache_folder() / file}\n(md5 {md5}; Keras' cache folder is "
+            "$KERAS_HOME/models, default ~/.keras/models), or pass its path as `weights=`. To "
+            "run without ImageNet weights say so explicitly with `weights=None`."
+        ) from error
 
 _BLOCK_CONV = re.compile(r"^conv(\d+)_block(\d+)_(\d)_conv$")
 
@@ -77,7 +155,7 @@ def _source_from_file(path, target):
     kind, counts = layout
     if kind != "bottleneck" or counts not in KERAS_RESNETS:
         raise ValueError(
-            "`target` must be a ResNet-50, -101 or -152 of this package; it has "
+            "`target` must be a ResNet-50, -101 or -152 (or V2) of this package; it has "
             f"{_describe(layout)}. Received: target={target.name!r}"
         )
     include_top = _has_top(target)
@@ -88,7 +166,9 @@ def _source_from_file(path, target):
             f"top={file_top}; target has {_describe(layout)}, top={include_top}. "
             f"Received: source={path!r}"
         )
-    builder = getattr(keras.applications, f"ResNet{KERAS_RESNETS[counts]}")
+    # keras' V2 keeps the stem conv's bias (no BatchNorm follows it); the lab's V1 has none.
+    v2 = target.get_layer("conv1_conv").use_bias
+    builder = getattr(keras.applications, f"ResNet{KERAS_RESNETS[counts]}{'V2' if v2 else ''}")
     if include_top:
         # Weights do not depend on the image size; keras.applications wants 224 with a top.
         units = target.get_layer("predictions").units
@@ -141,7 +221,8 @@ def _plan(source, target):
         )
 
     for name, layer in sources.items():
-        if isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+        target_layer = targets.get(name)
+        if isinstance(layer, keras.layers.Conv2D) and layer.use_bias and not target_layer.use_bias:
             bn = sources.get(name.removesuffix("_conv") + "_bn")
             if not isinstance(bn, keras.layers.BatchNormalization) or bn.input is not layer.output:
                 raise ValueError(
@@ -159,12 +240,17 @@ def _plan(source, target):
             _check_same("padding", name, source_layer.padding.lower(), target_layer.padding.lower())
             _check_same("kernel shape", name, source_layer.kernel.shape, target_layer.kernel.shape)
             plan.append((target_layer.kernel, keras.ops.convert_to_numpy(source_layer.kernel)))
+            if target_layer.use_bias and not source_layer.use_bias:
+                raise ValueError(f"Layer `{name}` has a bias in the target, none in the source.")
+            if target_layer.use_bias:  # keras' V2: a bias with no BatchNorm after it, copied
+                plan.append((target_layer.bias, source_layer.bias.numpy()))
         elif isinstance(target_layer, keras.layers.BatchNormalization):
             _check_same("epsilon", name, source_layer.epsilon, target_layer.epsilon)
             _check_same("channels", name, source_layer.gamma.shape, target_layer.gamma.shape)
             mean = source_layer.moving_mean.numpy()
             conv = sources.get(name.removesuffix("_bn") + "_conv")
-            if isinstance(conv, keras.layers.Conv2D) and conv.use_bias:
+            folded = isinstance(conv, keras.layers.Conv2D) and conv.use_bias
+            if folded and not targets[name.removesuffix("_bn") + "_conv"].use_bias:
                 mean = mean - conv.bias.numpy()  # BN(Wx + b), mean m  ==  BN(Wx), mean m - b
             plan += [
                 (target_layer.gamma, source_layer.gamma.numpy()),
@@ -185,21 +271,24 @@ def _plan(source, target):
 
 
 def port_keras_weights(source, target):
-    """Copies keras.applications ResNet50/101/152 weights into a bias-free ResNet of this package.
+    """Copies keras.applications ResNet (V1 or V2) weights into the lab's network of that name.
 
-    Layers are matched by name (this package keeps keras.applications' names). Each conv bias
-    of the source is folded exactly into the moving mean of the BatchNorm after it:
-    `BN(Wx + b)` with mean `m` equals `BN(Wx)` with mean `m - b`. The target must be built
+    Layers are matched by name (this package keeps keras.applications' names). Each V1 conv
+    bias of the source is folded exactly into the moving mean of the BatchNorm after it:
+    `BN(Wx + b)` with mean `m` equals `BN(Wx)` with mean `m - b`. A V1 target must be built
     with the defaults that match keras.applications: `stride_at="v1"`, `preact=False`,
-    `bn_epsilon=1.001e-5`. Nothing is assigned unless every layer matches.
+    `bn_epsilon=1.001e-5`. A V2 target (`resnet50v2()`, ...) keeps keras' biases, which no
+    BatchNorm follows there, and they are copied. Nothing is assigned unless every layer matches.
 
     Args:
-        source: A `keras.applications.ResNet50/101/152` model, or the path of a weights file
-            for one (the ImageNet `.h5` downloads, with or without top, or a Keras 3
-            `.weights.h5`). For a path, the matching keras.applications model is built with
-            `weights=None` and `include_top` as the target's, then loaded.
-        target: `resnet50()`, `resnet101()` or `resnet152()` from `resnet_lab.nn.models`, with or
-            without top (same as the source) and any input size.
+        source: A `keras.applications.ResNet50/101/152` or `ResNet50V2/101V2/152V2` model, or
+            the path of a weights file for one (the ImageNet `.h5` downloads, with or without
+            top, or a Keras 3 `.weights.h5`). For a path, the keras.applications model that the
+            target mirrors (V2 when its `conv1_conv` has a bias) is built with `weights=None`
+            and `include_top` as the target's, then loaded.
+        target: `resnet50()`, `resnet101()`, `resnet152()` or `resnet50v2()`, `resnet101v2()`,
+            `resnet152v2()` from `resnet_lab.nn.models`, with or without top (same as the
+            source) and any input size.
 
     Returns:
         `target`, now holding the source's weights.
