@@ -1,5 +1,6 @@
 """Results as JSON: Keras histories made plain, files written atomically."""
 
+import contextlib
 import json
 import os
 import tempfile
@@ -24,25 +25,40 @@ def _default(obj):
     raise TypeError(f"Cannot write {type(obj).__name__} to JSON.")
 
 
-def atomic_write(path, write, mode="w"):
-    """Call `write(file)` on a temporary file beside `path`, then rename it into place.
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path` to write to; renamed into place when the block ends.
 
-    A failure (or an interrupt) leaves `path` as it was and no temporary file behind.
+    The temporary name keeps `path`'s suffix, so writers that check it (`model.save` wants
+    `.keras`) accept it. A failure (or an interrupt) in the block leaves `path` as it was and
+    no temporary file behind.
 
-    Returns:
-        `path` as a `pathlib.Path`.
+    Yields:
+        The temporary `pathlib.Path` (an empty file).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=f".tmp{path.suffix}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as file:
-            write(file)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path, write, mode="w"):
+    """Call `write(file)` on a temporary file beside `path`, then rename it into place
+    (`atomic_path`): a failure leaves `path` as it was and no temporary file behind.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+    """
+    with atomic_path(path) as tmp, open(tmp, mode) as file:
+        write(file)
+    return Path(path)
 
 
 def save_results(results, path):

@@ -14,56 +14,160 @@ networks use momentum 0.9, and accuracies are measured in inference mode on clea
 """
 
 import contextlib
-import json
-import os
-import tempfile
+import dataclasses
 import time
 from pathlib import Path
 
 import keras
 
 from resnet_lab import evaluation, hardware
-from resnet_lab.nn import models
 from resnet_lab.checks import check_choice, check_positive_int
-from resnet_lab.evaluation import (  # noqa: F401 (re-exported: older code imports them from here)
-    confusion_matrix,
-    evaluate,
-    evaluate_splits,
-    predict,
-    split_metrics,
-)
-from resnet_lab.nn.models import rescaled  # noqa: F401 (re-exported)
-from resnet_lab.results import history_dict, save_results  # noqa: F401 (re-exported)
+from resnet_lab.nn import models
+from resnet_lab.results import atomic_path, history_dict, save_results
+from resnet_lab.settings import Settings
 
-# The from-scratch recipe, chosen on the validation split of the real flowers with this 2-core
-# CPU (benchmarks/README.md, "Recipe": the ablation, and item 8 for the speed of each network).
-# `python -m resnet_lab train --model scratch` runs it; README gives its mean over three seeds.
-SCRATCH_RECIPE = {
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings(Settings):
+    """How `train_classifier` fits a classifier: optimizer, schedule, regularisers, execution.
+
+    Attributes:
+        epochs: Training epochs.
+        batch_size: Global batch size (split across replicas by a strategy).
+        optimizer: `"sgd"` or `"adamw"` (see `make_optimizer`).
+        learning_rate: Peak learning rate, reached after warm-up.
+        weight_decay: Decoupled weight decay on kernels.
+        warmup_epochs: Epochs of linear warm-up.
+        augment: Random flip, rotation and zoom on training batches.
+        label_smoothing: Label smoothing weight (0 disables it; see `compile_model`).
+        mixup: mixup's Beta parameter alpha (0 disables it; see `resnet_lab.data.mixup`).
+        cutmix: CutMix's Beta parameter alpha (0 disables it; see `resnet_lab.data.cutmix`);
+            with `mixup` too, both apply to every batch, mixup first.
+        ema: Momentum of an exponential moving average of the weights, or `None` (see
+            `make_optimizer`); the measured model holds the averages.
+        jit_compile: XLA compilation of the train step (measured slower on a 2-core CPU).
+        steps_per_execution: Training steps per `tf.function` call (Keras' option): fewer
+            Python round trips per epoch, the same arithmetic.
+
+    Raises:
+        ValueError: If a count is not a positive integer or the optimizer is unknown.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 2
+    augment: bool = True
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: float | None = None
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "steps_per_execution"):
+            check_positive_int(name, getattr(self, name))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+
+    @property
+    def one_hot(self):
+        """Whether labels must be probability vectors (label smoothing, mixup or CutMix)."""
+        return bool(self.label_smoothing or self.mixup or self.cutmix)
+
+    def steps_per_epoch(self, train_images):
+        """Optimizer steps in an epoch over `train_images` images (the last partial batch
+        is dropped, as `resnet_lab.data.make_datasets` does)."""
+        return train_images // self.batch_size
+
+    def learning_rate_schedule(self, steps_per_epoch):
+        """This run's warm-up then cosine schedule (`learning_rate_schedule`)."""
+        return learning_rate_schedule(self.learning_rate, self.epochs, steps_per_epoch,
+                                      self.warmup_epochs)
+
+    def make_optimizer(self, steps_per_epoch):
+        """This run's optimizer (`make_optimizer`) for `steps_per_epoch` steps an epoch."""
+        return make_optimizer(self.optimizer, self.learning_rate, self.weight_decay,
+                              self.epochs, steps_per_epoch, self.warmup_epochs, self.ema)
+
+    def compile(self, model, steps_per_epoch):
+        """Compile `model` with this run's optimizer, loss and execution options."""
+        return compile_model(model, self.make_optimizer(steps_per_epoch),
+                             jit_compile=self.jit_compile,
+                             steps_per_execution=self.steps_per_execution,
+                             one_hot=self.one_hot, label_smoothing=self.label_smoothing)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScratchRecipe(FitSettings):
+    """The from-scratch network and how it is fitted: `FitSettings` plus the network.
+
+    `SCRATCH_RECIPE` is the measured recipe; change fields with `SCRATCH_RECIPE.override(...)`
+    (unknown names fail). Results store the fit fields at the top of `settings` and the
+    network fields under `settings["recipe"]`.
+
+    Attributes:
+        image_size: Square input size the network is built for (the images must match).
+        stages: `(filters, blocks)` per stage (`resnet_lab.nn.models.build_resnet`).
+        stem_filters: Filters of the 3x3 stem convolution.
+        stem_stride: `1`, or `2` to halve the resolution in the stem.
+        dtype_policy: `"auto"` (bfloat16 arithmetic where it is native, else float32;
+            `resnet_lab.hardware.resolve_dtype_policy`) or a Keras dtype policy.
+        dropout: Dropout rate before the classifier.
+    """
+
+    # Regularisers, each measured on validation (benchmarks/README.md, "Recipe").
+    epochs: int = 100
+    label_smoothing: float = 0.1
+    cutmix: float = 1.0
     # Network: the seed network's widths doubled (32, 64, 128) behind a stride-2 stem, at
     # 96 px. The stem stride buys the wider stages: about the same FLOPs per pixel as the
     # 16-32-64 network at full resolution, four times the parameters, and wide convolutions
     # run nearer the machine's matmul rate.
-    "image_size": 96,
-    "stages": ((32, 2), (64, 2), (128, 2)),
-    "stem_filters": 32,
-    "stem_stride": 2,
+    image_size: int = 96
+    stages: tuple = ((32, 2), (64, 2), (128, 2))
+    stem_filters: int = 32
+    stem_stride: int = 2
     # "auto": bfloat16 arithmetic with float32 weights where bfloat16 is native (AVX-512 BF16
     # or AMX CPUs, Ampere+ GPUs; ~1.4x the images/s of float32 here, item 8), else float32.
-    "dtype_policy": "auto",
-    "epochs": 100,
-    "batch_size": 32,
-    "steps_per_execution": 1,
-    "optimizer": "sgd",
-    "learning_rate": 0.1,
-    "weight_decay": 5e-4,
-    "warmup_epochs": 2,
-    "dropout": 0.0,
-    # Regularisers, each measured on validation (see `train_classifier`).
-    "label_smoothing": 0.1,
-    "mixup": 0.0,
-    "cutmix": 1.0,
-    "ema": None,
-}
+    dtype_policy: str = "auto"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive_int("image_size", self.image_size)
+        check_choice("dtype_policy", self.dtype_policy, hardware.DTYPE_POLICIES)
+        # JSON (`--recipe`) gives lists: keep the field a hashable tuple of tuples.
+        object.__setattr__(self, "stages", tuple(tuple(stage) for stage in self.stages))
+
+    @classmethod
+    def network_fields(cls):
+        """The fields that describe the network rather than the fit."""
+        fit = set(FitSettings.field_names())
+        return tuple(name for name in cls.field_names() if name not in fit)
+
+    @property
+    def min_image_size(self):
+        """The smallest square input the network accepts: its total stride (the stem's, then
+        2 per stage after the first), so that the last stage keeps a pixel."""
+        return self.stem_stride * 2 ** (len(self.stages) - 1)
+
+    def build_model(self, num_classes, name="scratch_resnet"):
+        """The recipe's network (`resnet_lab.nn.models.scratch_model`), uncompiled."""
+        return models.scratch_model(
+            image_size=self.image_size, num_classes=num_classes, stages=self.stages,
+            stem_filters=self.stem_filters, dropout=self.dropout, name=name,
+            stem_stride=self.stem_stride, dtype_policy=self.dtype_policy)
+
+
+# The from-scratch recipe, chosen on the validation split of the real flowers with this 2-core
+# CPU (benchmarks/README.md, "Recipe": the ablation, and item 8 for the speed of each network).
+# `python -m resnet_lab train --model scratch` runs it; README gives its mean over three seeds.
+SCRATCH_RECIPE = ScratchRecipe()
 
 
 def set_seed(seed):
@@ -121,8 +225,7 @@ def make_optimizer(
     Raises:
         ValueError: If `name` is unknown or a number is out of range.
     """
-    if name not in ("sgd", "adamw"):
-        raise ValueError(f"`optimizer` must be 'sgd' or 'adamw'. Received: optimizer={name!r}")
+    check_choice("optimizer", name, OPTIMIZERS)
     if learning_rate <= 0:
         raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}")
     if epochs < 1:
@@ -234,28 +337,9 @@ def fit_verbosity(verbose, name="fit", every=10):
 
 def save_model(model, path):
     """Save `model` as a `.keras` file atomically: a failed save leaves no partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".save-", dir=path.parent) as tmp:
-        partial = Path(tmp) / path.name
+    with atomic_path(path) as partial:
         model.save(partial)
-        os.replace(partial, path)
-    return path
-
-
-def scratch_model(
-    image_size=SCRATCH_RECIPE["image_size"],
-    num_classes=17,
-    stages=SCRATCH_RECIPE["stages"],
-    stem_filters=SCRATCH_RECIPE["stem_filters"],
-    dropout=SCRATCH_RECIPE["dropout"],
-    name="scratch_resnet",
-    stem_stride=SCRATCH_RECIPE["stem_stride"],
-    dtype_policy=SCRATCH_RECIPE["dtype_policy"],
-):
-    """`resnet_lab.nn.models.scratch_model` with `SCRATCH_RECIPE`'s defaults."""
-    return models.scratch_model(image_size, num_classes, stages, stem_filters, dropout, name,
-                                stem_stride, dtype_policy)
+    return Path(path)
 
 
 def _reduce_each_tensor(strategy):
@@ -289,33 +373,109 @@ def _reduce_each_tensor(strategy):
     strategy.reduce = reduce_each
 
 
-def train_classifier(
-    build_model,
-    images,
-    labels,
-    splits,
-    *,
-    epochs=30,
-    batch_size=32,
-    optimizer="sgd",
-    learning_rate=0.1,
-    weight_decay=5e-4,
-    warmup_epochs=2,
-    augment=True,
-    label_smoothing=0.0,
-    mixup=0.0,
-    cutmix=0.0,
-    ema=None,
-    jit_compile=False,
-    steps_per_execution=1,
-    strategy=None,
-    seed=0,
-    verbose="auto",
-    name="model",
-    out_dir=None,
-    extra_settings=None,
-):
+def strategy_scope(strategy):
+    """Where to build and compile a model: `strategy.scope()`, or a null context without one.
+
+    Phase of every run (`train_classifier`, `resnet_lab.transfer.train_transfer`): variables
+    created inside are mirrored by the strategy.
+    """
+    if strategy is None:
+        return contextlib.nullcontext()
+    _reduce_each_tensor(strategy)
+    return strategy.scope()
+
+
+def fit_timed(model, train, validation, epochs, verbose="auto", name="fit", **options):
+    """Phase of every run: `model.fit` with the lab's progress display, timed.
+
+    Args:
+        model: A compiled model.
+        train: The training dataset (it shuffles itself, seeded: `fit` does not shuffle).
+        validation: Validation data, as `fit`'s `validation_data`.
+        epochs: Epochs.
+        verbose: As `fit_verbosity`.
+        name: Run name on the progress bar and lines.
+        **options: More `fit` arguments (e.g. `validation_batch_size`).
+
+    Returns:
+        `(history, seconds)`: the history as `results.history_dict` and the fit's wall time.
+    """
+    keras_verbose, callbacks = fit_verbosity(verbose, name)
+    start = time.perf_counter()
+    history = model.fit(train, validation_data=validation, epochs=epochs, verbose=keras_verbose,
+                        callbacks=callbacks, shuffle=False, **options)
+    return history_dict(history), time.perf_counter() - start
+
+
+def split_sizes(splits):
+    """`{split: number of images}`, as results' settings record them."""
+    return {name: int(len(index)) for name, index in splits.items()}
+
+
+def run_results(name, weights, measured, model, history, wall_time, settings, **extra):
+    """Phase of every run: the results dict every run returns and `save_run` writes.
+
+    Args:
+        name: Run name.
+        weights: How the weights started (e.g. `transfer.weights_label(...)`).
+        measured: `evaluation.evaluate_splits` output (or the same shape).
+        model: The trained model (for its parameter count).
+        history: The history as `results.history_dict`.
+        wall_time: Training seconds.
+        settings: The run's settings, JSON-ready.
+        **extra: More fields of the run (e.g. `flip_tta_accuracy`).
+    """
+    return {
+        "name": name,
+        "weights": weights,
+        **evaluation.split_metrics(measured),
+        **extra,
+        "wall_time_s": round(wall_time, 2),
+        "params": int(model.count_params()),
+        "history": history,
+        "settings": settings,
+    }
+
+
+def save_run(model, results, out_dir):
+    """Phase of every run: `model.keras` and `results.json` into `out_dir` (if not `None`),
+    each written atomically."""
+    if out_dir is not None:
+        save_model(model, Path(out_dir) / "model.keras")
+        save_results(results, Path(out_dir) / "results.json")
+
+
+def classifier_datasets(images, labels, splits, fit, seed):
+    """Phase of `train_classifier`: seeded batches, one-hot labels and mixup/CutMix as `fit`
+    asks (`resnet_lab.data.make_datasets`)."""
+    from resnet_lab import data as data_lib
+
+    datasets = data_lib.make_datasets(images, labels, splits, batch_size=fit.batch_size,
+                                      augment=fit.augment, seed=seed)
+    if fit.one_hot:
+        num_classes = int(labels.max()) + 1
+        for split in ("train", "val"):
+            datasets[split] = data_lib.one_hot_labels(datasets[split], num_classes)
+        if fit.mixup:
+            datasets["train"] = data_lib.mixup(datasets["train"], fit.mixup, seed)
+        if fit.cutmix:
+            datasets["train"] = data_lib.cutmix(datasets["train"], fit.cutmix, seed)
+    return datasets
+
+
+def flip_tta_accuracy(model, images, labels, splits):
+    """Validation and test accuracy with each prediction averaged with its mirror's."""
+    return {split: evaluation.evaluate(model, images[splits[split]], labels[splits[split]],
+                                       flip_tta=True)["accuracy"] for split in ("val", "test")}
+
+
+def train_classifier(build_model, images, labels, splits, fit=FitSettings(), *, strategy=None,
+                     seed=0, verbose="auto", name="model", out_dir=None, extra_settings=None):
     """Train a classifier on the flowers splits and measure it on all three.
+
+    The phases: datasets (`classifier_datasets`), build and compile in the strategy's scope
+    (`strategy_scope`), fit (`fit_timed`), measure (`evaluation.evaluate_splits`, flip TTA),
+    save (`save_run`).
 
     Args:
         build_model: Callable returning an uncompiled `keras.Model` that takes images in
@@ -323,22 +483,7 @@ def train_classifier(
         images: uint8 array `(N, H, W, 3)`.
         labels: Integer labels `(N,)`.
         splits: Dict of index arrays `train`, `val`, `test` (`data.split_indices`).
-        epochs: Training epochs.
-        batch_size: Global batch size (split across replicas by the strategy).
-        optimizer: `"sgd"` or `"adamw"` (see `make_optimizer`).
-        learning_rate: Peak learning rate.
-        weight_decay: Decoupled weight decay on kernels.
-        warmup_epochs: Linear warm-up epochs.
-        augment: Random flip, rotation and zoom on training batches.
-        label_smoothing: Label smoothing weight (0 disables it; see `compile_model`).
-        mixup: mixup's Beta parameter alpha (0 disables it; see `resnet_lab.data.mixup`).
-        cutmix: CutMix's Beta parameter alpha (0 disables it; see `resnet_lab.data.cutmix`);
-            with `mixup` too, both apply to every batch, mixup first.
-        ema: Momentum of an exponential moving average of the weights, or `None` (see
-            `make_optimizer`); the measured model holds the averages.
-        jit_compile: XLA compilation of the train step.
-        steps_per_execution: Training steps per `tf.function` call (Keras' option): fewer
-            Python round trips per epoch, the same arithmetic.
+        fit: `FitSettings` (a `ScratchRecipe` is one).
         strategy: Optional `tf.distribute.Strategy` (e.g. `MirroredStrategy` for several
             GPUs, `MultiWorkerMirroredStrategy` across machines).
         seed: Seed for weights, shuffling and augmentation.
@@ -353,129 +498,65 @@ def train_classifier(
         `(model, results)`: the trained model and a JSON-ready dict with `name`,
         `history`, `train_accuracy` / `val_accuracy` / `test_accuracy` (inference mode,
         clean images), `per_class_accuracy`, `confusion_matrix` (test split),
-        `wall_time_s` (fit only), `weights` and `settings`, and `flip_tta_accuracy`
-        (validation and test accuracy averaging each image's prediction with its mirror's,
-        reported apart from the plain scores).
+        `wall_time_s` (fit only), `weights`, `settings` (the `FitSettings` fields, `seed`,
+        `image_size`, `split_sizes`, `replicas`) and `flip_tta_accuracy` (validation and
+        test accuracy averaging each image's prediction with its mirror's, reported apart
+        from the plain scores).
     """
-    from resnet_lab import data as data_lib
-
-    check_positive_int("epochs", epochs)
-    check_positive_int("batch_size", batch_size)
-    keras_verbose, callbacks = fit_verbosity(verbose, name)
     set_seed(seed)
-    datasets = data_lib.make_datasets(
-        images, labels, splits, batch_size=batch_size, augment=augment, seed=seed
-    )
-    num_classes = int(labels.max()) + 1
-    one_hot = bool(label_smoothing or mixup or cutmix)
-    if one_hot:
-        for split in ("train", "val"):
-            datasets[split] = data_lib.one_hot_labels(datasets[split], num_classes)
-        if mixup:
-            datasets["train"] = data_lib.mixup(datasets["train"], mixup, seed)
-        if cutmix:
-            datasets["train"] = data_lib.cutmix(datasets["train"], cutmix, seed)
-    steps_per_epoch = len(splits["train"]) // batch_size
-    if strategy is not None:
-        _reduce_each_tensor(strategy)
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        model = build_model()
-        opt = make_optimizer(
-            optimizer, learning_rate, weight_decay, epochs, steps_per_epoch, warmup_epochs, ema
-        )
-        compile_model(model, opt, jit_compile=jit_compile, one_hot=one_hot,
-                      label_smoothing=label_smoothing, steps_per_execution=steps_per_execution)
-    start = time.perf_counter()
-    history = model.fit(
-        datasets["train"], validation_data=datasets["val"], epochs=epochs,
-        verbose=keras_verbose, callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself, seeded
-    )
-    wall_time = time.perf_counter() - start
-    measured = evaluate_splits(model, images, labels, splits)
-    flip_tta = {split: evaluation.evaluate(model, images[splits[split]], labels[splits[split]],
-                                           flip_tta=True)["accuracy"] for split in ("val", "test")}
+    datasets = classifier_datasets(images, labels, splits, fit, seed)
+    with strategy_scope(strategy):
+        model = fit.compile(build_model(), fit.steps_per_epoch(len(splits["train"])))
+    history, wall_time = fit_timed(model, datasets["train"], datasets["val"], fit.epochs,
+                                   verbose, name)
+    measured = evaluation.evaluate_splits(model, images, labels, splits)
     settings = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "learning_rate": learning_rate,
-        "weight_decay": weight_decay,
-        "warmup_epochs": warmup_epochs,
-        "augment": augment,
-        "label_smoothing": label_smoothing,
-        "mixup": mixup,
-        "cutmix": cutmix,
-        "ema": ema,
-        "jit_compile": jit_compile,
-        "steps_per_execution": steps_per_execution,
+        **fit.as_json(FitSettings.field_names()),
         "seed": seed,
         "image_size": list(images.shape[1:3]),
-        "split_sizes": {k: int(len(v)) for k, v in splits.items()},
+        "split_sizes": split_sizes(splits),
         "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
         **(extra_settings or {}),
     }
-    settings = json.loads(json.dumps(settings))  # tuples -> lists: as it will read back
-    results = {
-        "name": name,
-        "weights": "random init (trained from scratch)",
-        **split_metrics(measured),
-        "flip_tta_accuracy": flip_tta,
-        "wall_time_s": round(wall_time, 2),
-        "params": int(model.count_params()),
-        "history": history_dict(history),
-        "settings": settings,
-    }
-    if out_dir is not None:
-        save_model(model, Path(out_dir) / "model.keras")
-        save_results(results, Path(out_dir) / "results.json")
+    results = run_results(name, "random init (trained from scratch)", measured, model, history,
+                          wall_time, settings,
+                          flip_tta_accuracy=flip_tta_accuracy(model, images, labels, splits))
+    save_run(model, results, out_dir)
     return model, results
 
 
-def train_scratch(images, labels, splits, recipe=None, **kwargs):
-    """Train the from-scratch ResNet with `SCRATCH_RECIPE` (overridable) and measure it.
+def train_scratch(images, labels, splits, recipe=SCRATCH_RECIPE, **options):
+    """Train the from-scratch ResNet of `recipe` and measure it (`train_classifier`).
 
     Args:
         images: uint8 array `(N, S, S, 3)` at the recipe's `image_size`.
         labels: Integer labels.
         splits: Dict of index arrays `train`, `val`, `test`.
-        recipe: Dict overriding keys of `SCRATCH_RECIPE`.
-        **kwargs: Passed to `train_classifier` (`strategy`, `verbose`, `out_dir`, `seed`, ...).
+        recipe: A `ScratchRecipe`, e.g. `SCRATCH_RECIPE.override(epochs=5)`.
+        **options: Keyword arguments of `train_classifier` after `fit` (`strategy`,
+            `verbose`, `out_dir`, `seed`, `name`).
 
     Returns:
-        `(model, results)` as from `train_classifier`.
+        `(model, results)` as from `train_classifier`; `results["settings"]["recipe"]` holds
+        the network fields and `dtype_policy_used` what `"auto"` became on this machine.
 
     Raises:
-        ValueError: If the images are not at the recipe's size or a recipe key is unknown.
+        TypeError: If `recipe` is not a `ScratchRecipe`.
+        ValueError: If the images are not at the recipe's size.
     """
-    recipe = {**SCRATCH_RECIPE, **(recipe or {})}
-    unknown = set(recipe) - set(SCRATCH_RECIPE)
-    if unknown:
-        raise ValueError(
-            f"Unknown recipe keys {sorted(unknown)}; allowed: {sorted(SCRATCH_RECIPE)}. "
-            f"Received: recipe={recipe}"
-        )
-    size = recipe["image_size"]
+    if not isinstance(recipe, ScratchRecipe):
+        raise TypeError("`recipe` must be a `ScratchRecipe`, e.g. "
+                        "`training.SCRATCH_RECIPE.override(epochs=5)`. "
+                        f"Received: recipe={recipe!r}")
+    size = recipe.image_size
     if images.shape[1:3] != (size, size):
         raise ValueError(
             f"Images must be {size}x{size} for this recipe; load them with "
             f"`load_flowers17(image_size=({size}, {size}))`. Received: images.shape={images.shape}"
         )
-
-    def build():
-        return scratch_model(size, int(labels.max()) + 1, recipe["stages"],
-                             recipe["stem_filters"], recipe["dropout"],
-                             stem_stride=recipe["stem_stride"],
-                             dtype_policy=recipe["dtype_policy"])
-
-    fit_keys = ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay",
-                "warmup_epochs", "label_smoothing", "mixup", "cutmix", "ema",
-                "steps_per_execution")
-    kwargs.setdefault("name", "scratch")
-    extra = {"recipe": {k: v for k, v in recipe.items() if k not in fit_keys},
-             "dtype_policy_used": hardware.resolve_dtype_policy(recipe["dtype_policy"])}
-    return train_classifier(
-        build, images, labels, splits, **{k: recipe[k] for k in fit_keys},
-        extra_settings=extra, **kwargs,
-    )
+    num_classes = int(labels.max()) + 1
+    options.setdefault("name", "scratch")
+    extra = {"recipe": recipe.as_json(recipe.network_fields()),
+             "dtype_policy_used": hardware.resolve_dtype_policy(recipe.dtype_policy)}
+    return train_classifier(lambda: recipe.build_model(num_classes), images, labels, splits,
+                            recipe, extra_settings=extra, **options)

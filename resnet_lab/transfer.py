@@ -17,7 +17,7 @@ images). The head trained on cached features is the very `Dropout` + `Dense` pai
 full model, so the full model is ready to predict or to fine-tune afterwards.
 """
 
-import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -26,15 +26,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from resnet_lab import training
+from resnet_lab.checks import check_positive_int, is_count
+from resnet_lab.evaluation import evaluate, evaluate_splits, predict
 from resnet_lab.nn import models, porting
-from resnet_lab.evaluation import evaluate, evaluate_splits, predict, split_metrics
-from resnet_lab.nn.layers import (  # noqa: F401 (CaffePreprocess, IMAGENET_BGR_MEAN re-exported)
-    IMAGENET_BGR_MEAN,
-    CaffePreprocess,
-    FrozenBatchNormalization,
-    freeze_batchnorm,
-)
-from resnet_lab.results import history_dict, save_results
+from resnet_lab.nn.layers import CaffePreprocess, freeze_batchnorm
+from resnet_lab.settings import Settings
 
 # keras.applications' ResNet-50 weights without the classifier (what `include_top=False`
 # downloads), as named and hashed in keras/src/applications/resnet.py.
@@ -44,7 +41,58 @@ WEIGHTS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/res
 
 FEATURE_LAYER = "backbone_pool"
 BACKBONE = "resnet50"
-NUM_CLASSES = 17
+# ResNet-50's total stride: stem 2, pool 2, then 2 in each of conv3..conv5, so the last stage
+# keeps a pixel from 32x32 on.
+MIN_IMAGE_SIZE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSettings(Settings):
+    """How `train_transfer` trains: the backbone's weights, the head phase, fine-tuning.
+
+    Attributes:
+        weights: Backbone weights (see `build_backbone`); `None` is recorded as "NOT transfer
+            learning" in the results.
+        image_size: Square image size (the images must match), at least `MIN_IMAGE_SIZE`.
+        head_epochs: Epochs for the head on the frozen backbone.
+        head_learning_rate: Adam learning rate for the head.
+        dropout: Dropout before the classifier.
+        batch_size: Batch size.
+        fine_tune_epochs: Epochs of fine-tuning (0 skips it).
+        fine_tune_learning_rate: Adam learning rate for fine-tuning, ~100x lower than the
+            head's so that the ImageNet features are adjusted rather than overwritten by the
+            large gradients of a fresh head (keras.io transfer guide).
+        fine_tune_stages: Backbone stages to unfreeze for fine-tuning (`unfreeze_top`).
+        cache_features: Run the backbone once and train the head on cached features (fast
+            path); `False` runs the frozen backbone every epoch (the slow path, for
+            comparison). Both see the same batches in the same order.
+
+    Raises:
+        ValueError: If an epoch count, the batch size or the image size is out of range (the
+            fine-tuning epochs may be 0).
+    """
+
+    weights: str | None = "imagenet"
+    image_size: int = 224
+    head_epochs: int = 30
+    head_learning_rate: float = 1e-3
+    dropout: float = 0.2
+    batch_size: int = 32
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-5
+    fine_tune_stages: tuple = ("conv5",)
+    cache_features: bool = True
+
+    def __post_init__(self):
+        check_positive_int("head_epochs", self.head_epochs)
+        check_positive_int("batch_size", self.batch_size)
+        if not is_count(self.fine_tune_epochs):
+            raise ValueError("`fine_tune_epochs` must be an integer >= 0. "
+                             f"Received: fine_tune_epochs={self.fine_tune_epochs!r}")
+        if not check_positive_int("image_size", self.image_size) >= MIN_IMAGE_SIZE:
+            raise ValueError(f"`image_size` must be >= {MIN_IMAGE_SIZE} (ResNet-50's total "
+                             f"stride). Received: image_size={self.image_size}")
+        object.__setattr__(self, "fine_tune_stages", tuple(self.fine_tune_stages))
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -99,7 +147,7 @@ def build_backbone(weights="imagenet", input_shape=(224, 224, 3)):
         weights: `"imagenet"` (downloaded once through Keras' own cache), `None` (random
             initialisation: not transfer learning, allowed only when asked for), or a path
             to a local weights file in keras.applications' format (the `_notop.h5`).
-        input_shape: Input shape, at least 32x32.
+        input_shape: Input shape, at least `MIN_IMAGE_SIZE` square.
 
     Returns:
         A `keras.Model` named `resnet50` mapping preprocessed images to 2048 features.
@@ -131,7 +179,7 @@ def weights_label(weights):
 
 
 def build_transfer_model(
-    num_classes=NUM_CLASSES,
+    num_classes,
     weights="imagenet",
     input_shape=(224, 224, 3),
     dropout=0.2,
@@ -226,50 +274,114 @@ def _feature_batches(features, labels, batch_size, seed):
     return data_lib.shuffled_batches(dataset, len(labels), batch_size, seed)
 
 
-def train_transfer(
-    images,
-    labels,
-    splits,
-    *,
-    weights="imagenet",
-    head_epochs=30,
-    head_learning_rate=1e-3,
-    dropout=0.2,
-    batch_size=32,
-    fine_tune_epochs=0,
-    fine_tune_learning_rate=1e-5,
-    fine_tune_stages=("conv5",),
-    cache_features=True,
-    strategy=None,
-    seed=0,
-    verbose="auto",
-    out_dir=None,
-):
+def _cached_features(model, images, splits, batch_size):
+    """The frozen backbone's features of the training and validation images, in one pass.
+
+    The test images wait for the evaluation, as they do on the uncached path. One predict
+    call for both splits: every call with a new last-batch size retraces the whole backbone
+    (seconds for ResNet-50), so two calls cost an extra trace.
+
+    Returns:
+        `(extractor, features, seconds)`: the feature model (built once: one trace of the
+        backbone), `{"train": ..., "val": ...}` and the time the pass took.
+    """
+    start = time.perf_counter()
+    extractor = feature_extractor(model)
+    train, val = splits["train"], splits["val"]
+    both = predict(extractor, images[np.concatenate([train, val])], batch_size)
+    features = {"train": both[:len(train)], "val": both[len(train):]}
+    return extractor, features, time.perf_counter() - start
+
+
+def _fit_head_on_features(model, features, labels, splits, settings, strategy, seed, verbose):
+    """Head phase on cached features: `(head, history, seconds)`."""
+    with training.strategy_scope(strategy):
+        head = head_model(model)
+        training.compile_model(head, keras.optimizers.Adam(settings.head_learning_rate))
+    batches = _feature_batches(features["train"], labels[splits["train"]], settings.batch_size,
+                               seed)
+    history, seconds = training.fit_timed(
+        head, batches, (features["val"], labels[splits["val"]]), settings.head_epochs, verbose,
+        "head", validation_batch_size=settings.batch_size)
+    return head, history, seconds
+
+
+def _fit_on_images(model, images, labels, splits, *, epochs, learning_rate, augment, batch_size,
+                   strategy, seed, verbose, name):
+    """A phase on images (the uncached head, or fine-tuning): compile with Adam, fit.
+
+    Returns:
+        `(history, seconds)` as `training.fit_timed`.
+    """
+    from resnet_lab import data as data_lib
+
+    datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
+                                      augment=augment, seed=seed)
+    with training.strategy_scope(strategy):
+        training.compile_model(model, keras.optimizers.Adam(learning_rate))
+    return training.fit_timed(model, datasets["train"], datasets["val"], epochs, verbose, name)
+
+
+def _head_phase(model, images, labels, splits, settings, on_images):
+    """The head on the frozen backbone, on cached features or on the images.
+
+    Returns:
+        `(head, extractor, features, feature_time, history, seconds)`; `head` and
+        `extractor` are `None` and `features` empty on the uncached path. `seconds`
+        includes the feature pass.
+    """
+    if not settings.cache_features:
+        history, seconds = _fit_on_images(
+            model, images, labels, splits, epochs=settings.head_epochs,
+            learning_rate=settings.head_learning_rate, augment=False, name="head", **on_images)
+        return None, None, {}, 0.0, history, seconds
+    extractor, features, feature_time = _cached_features(model, images, splits,
+                                                         settings.batch_size)
+    head, history, seconds = _fit_head_on_features(
+        model, features, labels, splits, settings, on_images["strategy"], on_images["seed"],
+        on_images["verbose"])
+    return head, extractor, features, feature_time, history, seconds + feature_time
+
+
+def _measure(model, head, extractor, features, images, labels, splits, batch_size):
+    """Every split measured; on the cached features when the backbone is unchanged.
+
+    With `head` (cached features, no fine-tuning) the cached features give exactly the full
+    model's predictions (tested) without another pass over the images.
+    """
+    if head is None:
+        return evaluate_splits(model, images, labels, splits)
+    for split in set(splits) - set(features):
+        features[split] = predict(extractor, images[splits[split]], batch_size)
+    return {split: evaluate(head, features[split], labels[index])
+            for split, index in splits.items()}
+
+
+def _check_images(images, settings):
+    size = settings.image_size
+    if images.shape[1:3] != (size, size):
+        raise ValueError(
+            f"Images must be {size}x{size} for these settings (`image_size`); load them with "
+            f"`load_flowers17(image_size=({size}, {size}))`. Received: images.shape={images.shape}"
+        )
+
+
+def train_transfer(images, labels, splits, settings=TransferSettings(), *, strategy=None, seed=0,
+                   verbose="auto", out_dir=None):
     """Transfer learning on the flowers splits: head on frozen features, then fine-tuning.
 
-    Head phase: Adam at `head_learning_rate` on the frozen backbone's features, without
-    augmentation on either path (cached features are fixed per image, and the uncached path
-    matches it so that the two are the same computation). Fine-tuning phase: the top
-    `fine_tune_stages` unfrozen (BatchNorm frozen), augmentation on, Adam at
-    `fine_tune_learning_rate`, ~100x lower so that the ImageNet features are adjusted rather
-    than overwritten by the large gradients of a fresh head (keras.io transfer guide).
+    The phases of `training.train_classifier` (build in the strategy's scope, fit, measure,
+    save), twice. Head phase: Adam at `head_learning_rate` on the frozen backbone's features,
+    without augmentation on either path (cached features are fixed per image, and the
+    uncached path matches it so that the two are the same computation). Fine-tuning phase:
+    the top `fine_tune_stages` unfrozen (BatchNorm frozen), augmentation on, Adam at
+    `fine_tune_learning_rate`.
 
     Args:
-        images: uint8 array `(N, H, W, 3)` (224x224 for the standard setting).
+        images: uint8 array `(N, S, S, 3)` at `settings.image_size`.
         labels: Integer labels `(N,)`.
         splits: Dict of index arrays `train`, `val`, `test`.
-        weights: Backbone weights (see `build_backbone`); `None` is recorded as
-            "NOT transfer learning" in the results.
-        head_epochs: Epochs for the head on the frozen backbone.
-        head_learning_rate: Adam learning rate for the head.
-        dropout: Dropout before the classifier.
-        batch_size: Batch size.
-        fine_tune_epochs: Epochs of fine-tuning (0 skips it).
-        fine_tune_learning_rate: Adam learning rate for fine-tuning.
-        fine_tune_stages: Backbone stages to unfreeze for fine-tuning (`unfreeze_top`).
-        cache_features: Run the backbone once and train the head on cached features (fast
-            path); `False` runs the frozen backbone every epoch (the slow path, for
-            comparison). Both see the same batches in the same order.
+        settings: `TransferSettings`, e.g. `TransferSettings(weights=None, head_epochs=5)`.
         strategy: Optional `tf.distribute.Strategy`.
         seed: Seed for the head's initialisation and shuffling.
         verbose: As `resnet_lab.training.train_classifier`.
@@ -277,110 +389,52 @@ def train_transfer(
 
     Returns:
         `(model, results)`: the full transfer model and a JSON-ready results dict as
-        `training.train_classifier`'s, plus `head_wall_time_s`, `feature_time_s`,
-        `fine_tune_wall_time_s` and `head_val_accuracy` (validation accuracy after the
-        head phase, before fine-tuning).
+        `training.train_classifier`'s, plus `head_wall_time_s` (features included),
+        `feature_time_s`, `fine_tune_wall_time_s` and `head_val_accuracy` (validation
+        accuracy after the head phase, before fine-tuning).
 
     Raises:
-        ValueError: If an epoch count or the batch size is not a positive integer (the
-            fine-tuning epochs may be 0).
+        ValueError: If the images are not at `settings.image_size`.
     """
-    from resnet_lab import data as data_lib
-    from resnet_lab import training
-    from resnet_lab.checks import check_positive_int
-
-    check_positive_int("head_epochs", head_epochs)
-    check_positive_int("batch_size", batch_size)
-    if fine_tune_epochs != 0:
-        check_positive_int("fine_tune_epochs", fine_tune_epochs)
+    _check_images(images, settings)
     training.set_seed(seed)
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        model = build_transfer_model(int(labels.max()) + 1, weights, images.shape[1:], dropout)
-    train, val = splits["train"], splits["val"]
-    start = time.perf_counter()
-    feature_time = 0.0
-    verbosity, callbacks = training.fit_verbosity(verbose, "head")
-    if cache_features:
-        # One pass of the backbone over the images the head trains and validates on; the
-        # test images wait for the evaluation, as they do on the uncached path.
-        # One predict call for both splits: every call with a new last-batch size retraces
-        # the whole backbone (seconds for ResNet-50), so two calls cost an extra trace.
-        extractor = feature_extractor(model)  # built once: one trace of the backbone
-        both = predict(extractor, images[np.concatenate([train, val])], batch_size)
-        features = {"train": both[:len(train)], "val": both[len(train):]}
-        feature_time = time.perf_counter() - start
-        with scope:
-            head = head_model(model)
-            training.compile_model(head, keras.optimizers.Adam(head_learning_rate))
-        history = head.fit(
-            _feature_batches(features["train"], labels[train], batch_size, seed),
-            validation_data=(features["val"], labels[val]), validation_batch_size=batch_size,
-            epochs=head_epochs, verbose=verbosity, callbacks=callbacks, shuffle=False,
-        )
-    else:
-        datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
-                                          augment=False, seed=seed)
-        with scope:
-            training.compile_model(model, keras.optimizers.Adam(head_learning_rate))
-        history = model.fit(datasets["train"], validation_data=datasets["val"],
-                            epochs=head_epochs, verbose=verbosity, callbacks=callbacks,
-                            shuffle=False)
-    head_time = time.perf_counter() - start
-    histories = {"head": history_dict(history)}
-
-    fine_time = None
-    if fine_tune_epochs:
-        with scope:
-            unfreeze_top(model, fine_tune_stages)
-            training.compile_model(model, keras.optimizers.Adam(fine_tune_learning_rate))
-        datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
-                                          augment=True, seed=seed)
-        verbosity, callbacks = training.fit_verbosity(verbose, "fine-tune")
-        start = time.perf_counter()
-        history = model.fit(datasets["train"], validation_data=datasets["val"],
-                            epochs=fine_tune_epochs, verbose=verbosity, callbacks=callbacks,
-                            shuffle=False)
-        fine_time = time.perf_counter() - start
-        histories["fine_tune"] = history_dict(history)
-
-    if cache_features and not fine_tune_epochs:
-        # The backbone is unchanged, so the cached features give exactly the full model's
-        # predictions (tested) without another pass over the images.
-        for s in set(splits) - set(features):
-            features[s] = predict(extractor, images[splits[s]], batch_size)
-        measured = {s: evaluate(head, features[s], labels[i]) for s, i in splits.items()}
-    else:
-        measured = evaluate_splits(model, images, labels, splits)
-    results = {
-        "name": "transfer",
-        "weights": weights_label(weights),
-        **split_metrics(measured),
-        "head_val_accuracy": histories["head"]["val_accuracy"][-1],
-        "wall_time_s": round(head_time + (fine_time or 0.0), 2),
-        "feature_time_s": round(feature_time, 2),
-        "head_wall_time_s": round(head_time, 2),
-        "fine_tune_wall_time_s": None if fine_time is None else round(fine_time, 2),
-        "params": int(model.count_params()),
-        "history": {**histories["head"], **{f"fine_tune_{k}": v for k, v in
-                                             histories.get("fine_tune", {}).items()}},
-        "settings": {
-            "backbone": "resnet_lab.resnet50 (ImageNet weights ported from keras.applications)",
-            "image_size": list(images.shape[1:3]),
-            "head_epochs": head_epochs,
-            "head_learning_rate": head_learning_rate,
-            "head_augmentation": False,
-            "dropout": dropout,
-            "batch_size": batch_size,
-            "fine_tune_epochs": fine_tune_epochs,
-            "fine_tune_learning_rate": fine_tune_learning_rate,
-            "fine_tune_stages": list(fine_tune_stages),
-            "cache_features": cache_features,
-            "seed": seed,
-            "split_sizes": {k: int(len(v)) for k, v in splits.items()},
-        },
-    }
-    if out_dir is not None:
-        training.save_model(model, Path(out_dir) / "model.keras")
-        save_results(results, Path(out_dir) / "results.json")
+    with training.strategy_scope(strategy):
+        model = build_transfer_model(int(labels.max()) + 1, settings.weights, images.shape[1:],
+                                     settings.dropout)
+    on_images = {"batch_size": settings.batch_size, "strategy": strategy, "seed": seed,
+                 "verbose": verbose}
+    head, extractor, features, feature_time, head_history, head_time = _head_phase(
+        model, images, labels, splits, settings, on_images)
+    fine_history, fine_time = {}, None
+    if settings.fine_tune_epochs:
+        with training.strategy_scope(strategy):
+            unfreeze_top(model, settings.fine_tune_stages)
+        fine_history, fine_time = _fit_on_images(
+            model, images, labels, splits, epochs=settings.fine_tune_epochs,
+            learning_rate=settings.fine_tune_learning_rate, augment=True, name="fine-tune",
+            **on_images)
+        head = None  # the backbone changed: cached features no longer hold
+    measured = _measure(model, head, extractor, features, images, labels, splits,
+                        settings.batch_size)
+    results = training.run_results(
+        "transfer", weights_label(settings.weights), measured, model,
+        {**head_history, **{f"fine_tune_{k}": v for k, v in fine_history.items()}},
+        head_time + (fine_time or 0.0), _settings_json(settings, images, splits, seed),
+        head_val_accuracy=head_history["val_accuracy"][-1],
+        feature_time_s=round(feature_time, 2), head_wall_time_s=round(head_time, 2),
+        fine_tune_wall_time_s=None if fine_time is None else round(fine_time, 2))
+    training.save_run(model, results, out_dir)
     return model, results
+
+
+def _settings_json(settings, images, splits, seed):
+    """Results' `settings`: the `TransferSettings` fields and what the run adds to them."""
+    return {
+        "backbone": "resnet_lab.resnet50 (ImageNet weights ported from keras.applications)",
+        **settings.as_json(),
+        "weights": None if settings.weights is None else str(settings.weights),
+        "image_size": list(images.shape[1:3]),
+        "head_augmentation": False,
+        "seed": seed,
+        "split_sizes": training.split_sizes(splits),
+    }

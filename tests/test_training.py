@@ -1,21 +1,19 @@
 """Training helpers: optimizer, metrics, atomic results, a run that learns, distribution."""
 
+import dataclasses
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from helpers import run_python
 
+from resnet_lab import results as results_lib
 from resnet_lab import training
 from resnet_lab.data.synthetic import flowers_like
 
-TINY = {"image_size": 16, "stages": ((8, 1), (16, 1)), "stem_filters": 8, "epochs": 3,
-        "batch_size": 32, "learning_rate": 0.05}
+TINY = training.SCRATCH_RECIPE.override(image_size=16, stages=((8, 1), (16, 1)), stem_filters=8,
+                                        epochs=3, batch_size=32, learning_rate=0.05)
 
 
 def test_optimizer_warms_up_then_decays():
@@ -60,12 +58,30 @@ def test_optimizer_rejects_bad_values(kwargs, match):
 
 
 def test_save_results_is_atomic(tmp_path):
-    path = training.save_results({"a": np.float32(0.5), "b": np.arange(3)}, tmp_path / "r.json")
+    path = results_lib.save_results({"a": np.float32(0.5), "b": np.arange(3)},
+                                    tmp_path / "r.json")
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1, 2]}
     with pytest.raises(TypeError):
-        training.save_results({"a": object()}, tmp_path / "r.json")
+        results_lib.save_results({"a": object()}, tmp_path / "r.json")
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1, 2]}  # old file intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temp left over
+
+
+def test_save_model_is_atomic(tmp_path):
+    """A save that fails half-way leaves the previous model file and no partial file."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    path = training.save_model(model, tmp_path / "model.keras")
+    before = path.read_bytes()
+
+    class Unsaveable(keras.layers.Layer):
+        def get_config(self):
+            raise RuntimeError("cannot save")
+
+    broken = keras.Sequential([keras.Input((2,)), Unsaveable()])
+    with pytest.raises(RuntimeError, match="cannot save"):
+        training.save_model(broken, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
 
 
 def test_scratch_run_learns_and_reports(tmp_path):
@@ -74,9 +90,16 @@ def test_scratch_run_learns_and_reports(tmp_path):
                                             out_dir=tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["test_accuracy"] == results["test_accuracy"]
-    assert len(results["history"]["accuracy"]) == TINY["epochs"]
+    assert len(results["history"]["accuracy"]) == TINY.epochs
     assert results["settings"]["split_sizes"] == {"train": 680, "val": 340, "test": 340}
     assert results["settings"]["recipe"]["stages"] == [[8, 1], [16, 1]]
+    # The settings are the recipe's own fields, not a restated list: the fit fields at the
+    # top, the network fields under "recipe", and what the run adds.
+    fit = set(training.FitSettings.field_names())
+    added = {"seed", "image_size", "split_sizes", "replicas", "recipe", "dtype_policy_used"}
+    assert set(results["settings"]) == fit | added
+    assert set(results["settings"]["recipe"]) == set(TINY.network_fields())
+    assert {k: results["settings"][k] for k in fit} == TINY.as_json(sorted(fit))
     # Colour classes are easy: far above chance (1/17 = 5.9%) on every split.
     assert min(results[f"{s}_accuracy"] for s in ("train", "val", "test")) > 0.5
     matrix = np.array(results["confusion_matrix"])
@@ -96,25 +119,44 @@ def test_progress_prints_a_line_every_n_epochs_and_the_last(capsys):
     x, y = np.zeros((8, 2), "float32"), np.zeros(8, "int32")
     verbose, callbacks = training.fit_verbosity("summary", name="demo", every=10)
     model.fit(x, y, epochs=25, verbose=verbose, callbacks=callbacks)
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("demo epoch")]
-    assert [l.split()[2].rstrip(":") for l in lines] == ["10/25", "20/25", "25/25"]
+    lines = [s for s in capsys.readouterr().out.splitlines() if s.startswith("demo epoch")]
+    assert [s.split()[2].rstrip(":") for s in lines] == ["10/25", "20/25", "25/25"]
     assert "accuracy" in lines[-1]
     with pytest.raises(ValueError, match="Received: verbose=3"):
         training.fit_verbosity(3)
 
 
-def test_scratch_rejects_wrong_size_and_unknown_keys():
+def test_scratch_rejects_wrong_size_and_anything_but_a_recipe():
     images, labels, splits = flowers_like(16)
     with pytest.raises(ValueError, match="Received: images.shape=.*16, 16"):
-        training.train_scratch(images, labels, splits, {"image_size": 32})
-    with pytest.raises(ValueError, match="lr"):
-        training.train_scratch(images, labels, splits, {"lr": 0.1})
+        training.train_scratch(images, labels, splits, TINY.override(image_size=32))
+    with pytest.raises(TypeError, match="must be a `ScratchRecipe`"):
+        training.train_scratch(images, labels, splits, {"image_size": 16})
+
+
+def test_recipe_is_frozen_and_overrides_are_checked():
+    recipe = training.SCRATCH_RECIPE
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.epochs = 5
+    changed = recipe.override({"cutmix": 0}, epochs=5)
+    assert (changed.cutmix, changed.epochs, recipe.epochs) == (0, 5, 100)
+    with pytest.raises(ValueError, match=r"Unknown ScratchRecipe fields \['lr'\]; allowed: "
+                                         r"\['augment', 'batch_size', .*Received: lr=0.1"):
+        recipe.override(lr=0.1)
+    with pytest.raises(ValueError, match="Received: epochs=0"):
+        recipe.override(epochs=0)
+    with pytest.raises(ValueError, match="Received: optimizer='rmsprop'"):
+        training.FitSettings(optimizer="rmsprop")
+    assert recipe.override(stages=[[8, 1]]).stages == ((8, 1),)  # JSON lists -> tuples
+    # The total stride: the stem's, then one 2 per stage after the first.
+    assert recipe.min_image_size == recipe.stem_stride * 2 ** (len(recipe.stages) - 1) == 8
+    assert recipe.override(stem_stride=1, stages=((8, 1),)).min_image_size == 1
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     """A real `tf.distribute.MirroredStrategy` run, in a fresh process (devices are fixed at
     TensorFlow start-up)."""
-    script = textwrap.dedent(f"""
+    out = run_python(code=f"""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -123,16 +165,14 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         from resnet_lab.data.synthetic import flowers_like
         images, labels, splits = flowers_like(16)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        _, results = training.train_scratch(images, labels, splits,
-            {{"image_size": 16, "stages": ((8, 1),), "stem_filters": 8, "epochs": 2}},
+        recipe = training.SCRATCH_RECIPE.override(image_size=16, stages=((8, 1),),
+                                                  stem_filters=8, epochs=2)
+        _, results = training.train_scratch(images, labels, splits, recipe,
             strategy=strategy, verbose=0, out_dir={str(tmp_path)!r})
         print("REPLICAS", results["settings"]["replicas"], results["train_accuracy"])
-    """)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, timeout=300)
+    """, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith("REPLICAS"))
+    line = next(s for s in out.stdout.splitlines() if s.startswith("REPLICAS"))
     assert line.split()[1] == "2"
     assert float(line.split()[2]) > 1 / 17
     assert (tmp_path / "results.json").is_file()
@@ -174,8 +214,8 @@ def test_ema_leaves_the_averaged_weights_in_the_model():
 
 def test_scratch_recipe_with_tricks_runs_and_reports_flip_tta(tmp_path):
     images, labels, splits = flowers_like(16)
-    recipe = {**TINY, "epochs": 2, "label_smoothing": 0.1, "mixup": 0.2, "ema": 0.9,
-              "stages": ((16, 1),), "stem_filters": 16}
+    recipe = TINY.override(epochs=2, label_smoothing=0.1, mixup=0.2, ema=0.9, stages=((16, 1),),
+                           stem_filters=16)
     model, results = training.train_scratch(images, labels, splits, recipe, verbose=0,
                                             out_dir=tmp_path)
     assert results["settings"]["label_smoothing"] == 0.1 and results["settings"]["ema"] == 0.9
@@ -193,7 +233,7 @@ def test_one_seed_fixes_weights_batches_augmentation_and_cutmix():
 
     def draw(seed):
         training.set_seed(seed)
-        model = training.scratch_model(image_size=16, stages=((16, 1),), stem_filters=16)
+        model = TINY.override(stages=((16, 1),), stem_filters=16).build_model(17)
         batches = data.make_datasets(images, labels, splits, batch_size=32, seed=seed)["train"]
         mixed = data.cutmix(data.one_hot_labels(batches, 17), 1.0, seed)
         x, y = next(iter(mixed))

@@ -6,12 +6,12 @@ import hashlib
 import keras
 import numpy as np
 import pytest
+from h5_weights import save_legacy_h5
 
 import resnet_lab
-from h5_weights import save_legacy_h5
 from resnet_lab import evaluation, transfer
-from resnet_lab.nn.layers import FrozenBatchNormalization
 from resnet_lab.data.synthetic import flowers_like
+from resnet_lab.nn.layers import CaffePreprocess, FrozenBatchNormalization
 
 SIZE = 32
 
@@ -71,7 +71,7 @@ def test_backbone_is_the_labs_resnet50_with_frozen_batchnorm(model):
 
 def test_preprocessing_matches_keras_and_leaves_input_alone(batch):
     original = batch.copy()
-    ours = transfer.CaffePreprocess()(batch.astype("float32"))
+    ours = CaffePreprocess()(batch.astype("float32"))
     expected = keras.applications.resnet50.preprocess_input(batch.astype("float32"))
     np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4)
     np.testing.assert_array_equal(batch, original)
@@ -123,7 +123,7 @@ def test_plain_batchnorm_would_move(model, batch):
             else layer.__class__.from_config(layer.get_config())))
     plain.set_weights(backbone.get_weights())
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = transfer.CaffePreprocess()(inputs)
+    x = CaffePreprocess()(inputs)
     x = plain(x, training=False)
     outer = keras.Model(inputs, keras.layers.Dense(17, activation="softmax")(x))
     plain.trainable = True
@@ -141,7 +141,7 @@ def test_unfreeze_top_trains_only_conv5_convolutions(model):
     clone = fresh_copy(model)
     transfer.unfreeze_top(clone)
     backbone = clone.get_layer("resnet50")
-    trainable = {l.name for l in backbone.layers if l.trainable and l.weights}
+    trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
     assert trainable and all(name.startswith("conv5_") for name in trainable)
     assert "conv5_block3_3_conv" in trainable and "conv4_block6_3_conv" not in trainable
     assert not any(bn.trainable for bn in backbone_batchnorms(clone))
@@ -171,9 +171,9 @@ def head_runs():
     small = {k: v[::8] for k, v in splits.items()}  # 85 / 51 / 51 images
     runs = {}
     for cache in (True, False):
-        model, results = transfer.train_transfer(
-            images, labels, small, weights=None, head_epochs=2, dropout=0.0, batch_size=16,
-            cache_features=cache, verbose=0)
+        settings = transfer.TransferSettings(weights=None, image_size=SIZE, head_epochs=2,
+                                             dropout=0.0, batch_size=16, cache_features=cache)
+        model, results = transfer.train_transfer(images, labels, small, settings, verbose=0)
         runs[cache] = (model, results)
     return runs
 
@@ -187,6 +187,11 @@ def test_cached_and_uncached_heads_train_the_same(head_runs):
     np.testing.assert_allclose(cached_results["history"]["loss"],
                                uncached_results["history"]["loss"], rtol=1e-3)
     assert cached_results["settings"]["head_augmentation"] is False
+    # The settings are the object's own fields, and what the run adds.
+    settings = cached_results["settings"]
+    assert set(transfer.TransferSettings.field_names()) <= set(settings)
+    assert (settings["cache_features"], settings["head_epochs"], settings["image_size"],
+            settings["fine_tune_stages"]) == (True, 2, [SIZE, SIZE], ["conv5"])
 
 
 def test_train_transfer_without_weights_says_so(head_runs, tmp_path):
@@ -205,11 +210,18 @@ def test_bad_weights_value():
     ({"head_epochs": 0}, "Received: head_epochs=0"),
     ({"fine_tune_epochs": -1}, "Received: fine_tune_epochs=-1"),
     ({"batch_size": True}, "Received: batch_size=True"),
+    ({"image_size": 31}, "must be >= 32 .*Received: image_size=31"),
+    ({"head_epoch": 3}, r"Unknown TransferSettings fields \['head_epoch'\]; allowed: "),
 ])
-def test_train_transfer_rejects_bad_numbers(kwargs, message):
-    images, labels, splits = flowers_like(SIZE)
+def test_transfer_settings_reject_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        transfer.train_transfer(images, labels, splits, weights=None, **kwargs)
+        transfer.TransferSettings(weights=None).override(kwargs)
+
+
+def test_train_transfer_rejects_images_of_another_size():
+    images, labels, splits = flowers_like(SIZE)
+    with pytest.raises(ValueError, match=r"Images must be 224x224 .*Received: images.shape="):
+        transfer.train_transfer(images, labels, splits, transfer.TransferSettings(weights=None))
 
 
 def _point_keras_at(monkeypatch, tmp_path, url, md5=transfer.WEIGHTS_MD5):
