@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -18,11 +16,10 @@ import gdown
 import keras
 import numpy as np
 import pytest
+from helpers import run_python
 from PIL import Image
 
-from resnet_lab.data.synthetic import PALETTE, make_archive
 from resnet_lab import data
-from resnet_lab.data import download, flowers
 from resnet_lab.data import (
     CLASS_NAMES,
     IMAGES_PER_CLASS,
@@ -32,12 +29,15 @@ from resnet_lab.data import (
     DataError,
     as_numpy,
     augmentation,
+    download,
     fetch_flowers17,
+    flowers,
     load_cifar10,
     load_flowers17,
     make_datasets,
     split_indices,
 )
+from resnet_lab.data.synthetic import PALETTE, make_archive
 
 EXPECTED_LABELS = (np.arange(1, 1361) - 1) // 80
 
@@ -441,7 +441,7 @@ def test_default_cache_is_the_clone_data_folder_else_a_per_user_folder(
 def test_importing_the_data_api_loads_no_downloader():
     # Keras itself imports Pillow, so only what the data layer alone would bring is checked.
     code = "import sys, resnet_lab.data; print(sorted({'gdown', 'tqdm'} & set(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = run_python(code=code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -664,7 +664,7 @@ def test_train_is_shuffled_and_augmented_val_is_not(arrays):
 def test_pipelines_resize_once(arrays):
     images, labels = arrays
     datasets = make_datasets(images, labels, split_indices(labels), image_size=(8, 8))
-    for name, dataset in datasets.items():
+    for dataset in datasets.values():
         x, _ = next(iter(dataset))
         assert x.shape == (32, 8, 8, 3) and x.dtype == np.float32
 
