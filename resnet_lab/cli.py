@@ -250,9 +250,6 @@ def cmd_predict(args):
     from resnet_lab import evaluation
 
     path = _model_path(args.model)
-    for image in args.images:
-        if not Path(image).is_file():
-            raise ValueError(f"{image}: no such file. Received: IMAGE={image}")
     try:
         # `resnet_lab` is imported (this module is part of it), so its layers are registered.
         model = keras.saving.load_model(path)
@@ -262,8 +259,9 @@ def cmd_predict(args):
     width = model.input_shape[2] or PREDICT_DEFAULT_SIZE
     classes = evaluation.num_outputs(model)
     names = data_lib.CLASS_NAMES if classes == len(data_lib.CLASS_NAMES) else None
-    # Decoded exactly as the flowers were for training: RGB, scaled to cover the model's
-    # input, center-cropped (`data.read_image`).
+    # Decoded exactly as the flowers were for training (`data.read_image`): upright by the
+    # EXIF orientation, 8-bit RGB, scaled to cover the model's input, center-cropped. A file
+    # that is not an image raises one ValueError naming it, which `main` prints as one line.
     ranked = evaluation.classify_files(model, args.images, names, top=args.top)
     print(f"{path}: {classes} classes; each image scaled to cover {height}x{width} and "
           f"center-cropped")
@@ -398,8 +396,10 @@ def build_parser():
     p.add_argument("model", metavar="MODEL",
                    help="a model.keras file, or a run folder holding one (`train --out DIR`)")
     p.add_argument("images", metavar="IMAGE", nargs="+",
-                   help="image files in any format and size PIL reads (JPEG, PNG, ...); each "
-                        "is scaled to cover the model's input size and center-cropped")
+                   help="image files in any format and size Pillow reads (JPEG, PNG, GIF, "
+                        "WebP, TIFF, ...); each is turned upright by its EXIF orientation, "
+                        "made 8-bit RGB (transparency on white), scaled to cover the model's "
+                        "input size and center-cropped")
     p.add_argument("--top", type=int_in_range(1), default=3,
                    help="classes to show per image, >= 1 (default: 3)")
     p.set_defaults(func=cmd_predict)

@@ -107,9 +107,11 @@ def split_metrics(measured):
 def classify_files(model, paths, class_names=None, top=3):
     """Top-`top` classes of a classifier for image files of any size and format.
 
-    Each file is decoded as the training images were (`resnet_lab.data.read_image`: RGB,
+    Each file is decoded as the training images were (`resnet_lab.data.read_image`: upright
+    by its EXIF orientation, 8-bit RGB by the meaning of its mode, transparency on white,
     scaled to cover the model's input size, center-cropped; 224x224 when the model takes any
-    size), then classified in one batch.
+    size), then classified in one batch. Every file is decoded before any is classified, so
+    a bad file fails fast.
 
     Args:
         model: A classifier taking images in 0..255, e.g. a `model.keras` the lab saved.
@@ -122,8 +124,9 @@ def classify_files(model, paths, class_names=None, top=3):
         A list of `(path, [(class name, probability), ...])`, best class first.
 
     Raises:
-        ValueError: If a file is missing or not an image, or `class_names` does not match the
-            model's outputs.
+        ValueError: If a file is missing, a folder, not an image Pillow reads or past its
+            decompression-bomb limit (the message names the file), or `class_names` does not
+            match the model's outputs.
     """
     from resnet_lab.data import read_image
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import run_python
 from PIL import Image
 
 from resnet_lab import cli
@@ -185,13 +186,43 @@ def test_predict_prints_the_top_classes_in_order(tmp_path, capsys, image_size, n
     assert ranked_lines(out) == {str(png): expected, str(jpeg): expected}
 
 
-def test_predict_rejects_a_file_that_is_not_an_image(tiny_model, tmp_path, capsys):
-    text = tmp_path / "photo.txt"
-    text.write_text("not a picture")
+def not_an_image(folder, kind):
+    """A path that is no image, of one `kind`, and the words its error must hold."""
+    path = folder / {"text": "notes.txt", "empty": "empty.jpg", "truncated": "half.jpg",
+                     "folder": "album", "missing": "gone.jpg"}[kind]
+    if kind == "text":
+        path.write_text("not a picture")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        whole = folder / "photo.jpg"  # from write_photos
+        path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    elif kind == "folder":
+        path.mkdir()
+    return path, {"text": "is not an image Pillow can read (", "empty": "is empty (0 bytes)",
+                  "truncated": "is not an image Pillow can read (image file is truncated",
+                  "folder": "is a folder, not an image file", "missing": "No file at"}[kind]
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "truncated", "folder", "missing"])
+def test_predict_names_the_one_file_that_is_not_an_image(kind, tiny_model, tmp_path, capsys):
+    png, jpeg = write_photos(tmp_path)
+    bad, words = not_an_image(tmp_path, kind)
+    assert exit_code(["predict", tiny_model, png, bad, jpeg]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {bad} {words}") or captured.err.startswith(
+        f"error: {words} {bad}")
+    assert captured.err.count("\n") == 1 and str(png) not in captured.err
+
+
+def test_predict_on_a_text_file_prints_one_line_and_no_traceback(tiny_model, tmp_path):
     png, _ = write_photos(tmp_path)
-    assert exit_code(["predict", tiny_model, png, text]) == 2
-    err = capsys.readouterr().err
-    assert f"error: {text} is not an image PIL can read (" in err
+    bad, words = not_an_image(tmp_path, "text")
+    result = run_python("-m", "resnet_lab", "predict", tiny_model, png, bad)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: {bad} {words}") and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("model", ["nowhere", "empty_run"])
@@ -207,11 +238,6 @@ def test_predict_rejects_a_model_file_that_is_not_a_model(tmp_path, capsys):
     png, _ = write_photos(tmp_path)
     assert exit_code(["predict", tmp_path, png]) == 2
     assert "is not a Keras model this lab can load" in capsys.readouterr().err
-
-
-def test_predict_rejects_a_missing_image(tiny_model, tmp_path, capsys):
-    assert exit_code(["predict", tiny_model, tmp_path / "gone.jpg"]) == 2
-    assert f"error: {tmp_path / 'gone.jpg'}: no such file" in capsys.readouterr().err
 
 
 def test_gradients_stratified_batch_both_spreads(tmp_path, tiny_archive, capsys):
