@@ -23,13 +23,10 @@ from resnet_lab.quiet import import_keras_quietly
 import_keras_quietly()  # before anything below imports TensorFlow
 
 from resnet_lab import data as data_lib  # noqa: E402
-from resnet_lab import plots, results, training  # noqa: E402
+from resnet_lab import plots, results, training, transfer  # noqa: E402
 
-# Smallest square image each network accepts: its total stride (stem stride, stem pool and
-# one stride 2 per stage after the first), so the last stage still has a pixel.
-SCRATCH_MIN_SIZE = (training.SCRATCH_RECIPE["stem_stride"]
-                    * 2 ** (len(training.SCRATCH_RECIPE["stages"]) - 1))
-TRANSFER_MIN_SIZE = 32  # ResNet-50: stem 2, pool 2, conv3..conv5 2 each
+# The library's defaults, shown in the help; an unset flag leaves them in force.
+TRANSFER_SETTINGS = transfer.TransferSettings()
 CIFAR_MIN_SIZE = 4  # CIFAR nets: stem 1, two stride-2 stages
 PREDICT_DEFAULT_SIZE = 224  # for a model that accepts any image size
 SEED_MAX = 2**32 - 1  # NumPy's seed range, which `keras.utils.set_random_seed` passes on
@@ -97,21 +94,42 @@ def _add_experiment_args(parser):
 
 
 def recipe_json(text):
-    """`--recipe`: a JSON object of `SCRATCH_RECIPE` keys to override."""
+    """`--recipe`: a JSON object of `ScratchRecipe` fields; `SCRATCH_RECIPE` with them changed.
+
+    The recipe checks the names and values itself (`Settings.override`); its message is
+    the flag's.
+    """
     import json
 
     try:
-        recipe = json.loads(text)
+        changes = json.loads(text)
     except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"must be a JSON object ({error}). Received: {text}")
-    if not isinstance(recipe, dict):
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object ({error}). Received: {text}") from None
+    if not isinstance(changes, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"cutmix\": 0}}'. "
                                          f"Received: {text}")
-    unknown = sorted(set(recipe) - set(training.SCRATCH_RECIPE))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown recipe keys {unknown}; allowed: "
-                                         f"{sorted(training.SCRATCH_RECIPE)}. Received: {text}")
-    return recipe
+    try:
+        return training.SCRATCH_RECIPE.override(changes)
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def train_settings(args):
+    """The run's `ScratchRecipe` or `TransferSettings`: the library's defaults (and
+    `--recipe`), changed only by the flags that were given."""
+    given = {"epochs": args.epochs, "image_size": args.image_size,
+             "batch_size": args.batch_size}
+    if args.model == "scratch":
+        base = args.recipe or training.SCRATCH_RECIPE
+    else:
+        base = TRANSFER_SETTINGS
+        given = {"head_epochs": given.pop("epochs"), **given,
+                 "fine_tune_epochs": args.fine_tune_epochs, "weights": args.weights}
+    changes = {name: value for name, value in given.items() if value is not None}
+    if changes.get("weights") == "none":
+        changes["weights"] = None  # random init, said explicitly
+    return base.override(changes)
 
 
 def _image_size_arg(parser, default, help):
@@ -132,10 +150,13 @@ def check_train(args):
             if value is not None:
                 return f"argument {flag}: applies to --model transfer only. Received: {value}"
     elif args.recipe is not None:
-        return f"argument --recipe: applies to --model scratch only. Received: {args.recipe}"
+        default = training.SCRATCH_RECIPE.as_json()
+        changed = {k: v for k, v in args.recipe.as_json().items() if v != default[k]}
+        return f"argument --recipe: applies to --model scratch only. Received: {changed}"
     minimum, network = {
-        "scratch": (SCRATCH_MIN_SIZE, "the from-scratch network"),
-        "transfer": (TRANSFER_MIN_SIZE, "ResNet-50"),
+        "scratch": ((args.recipe or training.SCRATCH_RECIPE).min_image_size,
+                    "the from-scratch network"),
+        "transfer": (transfer.MIN_IMAGE_SIZE, "ResNet-50"),
     }[args.model]
     if args.image_size is not None and args.image_size < minimum:
         return (f"argument --image-size: must be >= {minimum} for --model {args.model} "
@@ -203,25 +224,11 @@ def cmd_fetch(args):
 
 def cmd_train(args):
     out = Path(args.out)
-    if args.model == "scratch":
-        recipe = {**(args.recipe or {}), **{
-            key: value for key, value in (("epochs", args.epochs),
-                                          ("image_size", args.image_size),
-                                          ("batch_size", args.batch_size)) if value is not None}}
-        size = recipe.get("image_size", training.SCRATCH_RECIPE["image_size"])
-        images, labels, splits = _load(args, size)
-        _, run = training.train_scratch(images, labels, splits, recipe, seed=args.seed,
-                                        verbose=_verbose(), out_dir=out)
-    else:
-        from resnet_lab import transfer
-
-        weights = None if args.weights == "none" else (args.weights or "imagenet")
-        images, labels, splits = _load(args, args.image_size or 224)
-        _, run = transfer.train_transfer(
-            images, labels, splits, weights=weights, head_epochs=args.epochs or 30,
-            batch_size=args.batch_size or 32, fine_tune_epochs=args.fine_tune_epochs or 0,
-            seed=args.seed, verbose=_verbose(), out_dir=out,
-        )
+    settings = train_settings(args)
+    images, labels, splits = _load(args, settings.image_size)
+    train = training.train_scratch if args.model == "scratch" else transfer.train_transfer
+    _, run = train(images, labels, splits, settings, seed=args.seed, verbose=_verbose(),
+                   out_dir=out)
     _save_run_plots(run, out)
     print(
         f"{run['name']} ({run['weights']}): train {run['train_accuracy']:.3f}, "
@@ -354,6 +361,38 @@ def cmd_compare(args):
 # ---------------------------------------------------------------------------------------------
 
 
+def _add_train_parser(sub):
+    """`train`: its flags' defaults are the library's (`SCRATCH_RECIPE`, `TransferSettings`)."""
+    recipe, settings = training.SCRATCH_RECIPE, TRANSFER_SETTINGS
+    p = sub.add_parser("train", help="train the from-scratch or transfer model; write "
+                                     "model.keras, results.json and plots")
+    p.add_argument("--model", choices=("scratch", "transfer"), required=True)
+    p.add_argument("--out", required=True,
+                   help="output folder (model.keras, results.json, PNG plots)")
+    p.add_argument("--epochs", type=int_in_range(1), default=None,
+                   help=f"epochs, >= 1 (scratch: the recipe's {recipe.epochs}; transfer: head "
+                        f"epochs, {settings.head_epochs})")
+    p.add_argument("--batch-size", type=int_in_range(1), default=None,
+                   help=f"batch size, >= 1 and at most the training split (default: scratch "
+                        f"{recipe.batch_size}, transfer {settings.batch_size})")
+    p.add_argument("--image-size", type=int_in_range(1), default=None,
+                   help=f"square image size (scratch: the recipe's {recipe.image_size}, >= "
+                        f"{recipe.min_image_size}; transfer: {settings.image_size}, >= "
+                        f"{transfer.MIN_IMAGE_SIZE})")
+    p.add_argument("--recipe", type=recipe_json, default=None, metavar="JSON",
+                   help="scratch only: ScratchRecipe fields to change, as a JSON object, e.g. "
+                        "'{\"cutmix\": 0, \"mixup\": 0.2}' (--epochs, --image-size and "
+                        "--batch-size win over it)")
+    p.add_argument("--weights", default=None,
+                   help=f"transfer only: {settings.weights!r} (default), a local weights .h5 "
+                        "file, or 'none' (random init: explicitly NOT transfer learning)")
+    p.add_argument("--fine-tune-epochs", type=int_in_range(0), default=None,
+                   help="transfer only: epochs of fine-tuning the top stage after the head, "
+                        f">= 0 (default: {settings.fine_tune_epochs})")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_train, check=check_train)
+
+
 def build_parser():
     """The argument parser, one sub-command per experiment."""
     summary, _, details = __doc__.partition("\n")
@@ -366,31 +405,7 @@ def build_parser():
     _add_data_args(p)
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("train", help="train the from-scratch or transfer model; write "
-                                     "model.keras, results.json and plots")
-    p.add_argument("--model", choices=("scratch", "transfer"), required=True)
-    p.add_argument("--out", required=True,
-                   help="output folder (model.keras, results.json, PNG plots)")
-    p.add_argument("--epochs", type=int_in_range(1), default=None,
-                   help="epochs, >= 1 (scratch: the recipe's 100; transfer: head epochs, 30)")
-    p.add_argument("--batch-size", type=int_in_range(1), default=None,
-                   help="batch size, >= 1 and at most the training split (default: 32)")
-    p.add_argument("--image-size", type=int_in_range(1), default=None,
-                   help=f"square image size (scratch: the recipe's "
-                        f"{training.SCRATCH_RECIPE['image_size']}, >= {SCRATCH_MIN_SIZE}; "
-                        f"transfer: 224, >= {TRANSFER_MIN_SIZE})")
-    p.add_argument("--recipe", type=recipe_json, default=None, metavar="JSON",
-                   help="scratch only: SCRATCH_RECIPE keys to override, as a JSON object, e.g. "
-                        "'{\"cutmix\": 0, \"mixup\": 0.2}' (--epochs, --image-size and "
-                        "--batch-size win over it)")
-    p.add_argument("--weights", default=None,
-                   help="transfer only: 'imagenet' (default), a local weights .h5 file, or "
-                        "'none' (random init: explicitly NOT transfer learning)")
-    p.add_argument("--fine-tune-epochs", type=int_in_range(0), default=None,
-                   help="transfer only: epochs of fine-tuning the top stage after the head, "
-                        ">= 0 (default: 0, none)")
-    _add_data_args(p)
-    p.set_defaults(func=cmd_train, check=check_train)
+    _add_train_parser(sub)
 
     p = sub.add_parser("predict", help="top classes of your own images with a trained model")
     p.add_argument("model", metavar="MODEL",

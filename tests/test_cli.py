@@ -1,29 +1,18 @@
 """`python -m resnet_lab` end to end on the tiny archive, offline."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import run_python
+from helpers import fixed_classifier, run_python
 from PIL import Image
 
-from resnet_lab import cli
+from resnet_lab import cli, training, transfer
 
 COMMANDS = ["fetch", "train", "predict", "degradation", "gradients", "compare"]
 # One ranked line of `predict`: "  1. Sunflower     87.3%".
 RANKED = re.compile(r"^  (\d+)\. (.+?)\s+(\d+\.\d)%$")
-
-
-def run(*args, env=None, cache=None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    if cache is not None:
-        env["RESNET_LAB_CACHE"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "resnet_lab", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=400)
 
 
 def main(*args):
@@ -61,7 +50,7 @@ def write_photos(folder):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained 8x8 from-scratch model saved as `model.keras`, in a run folder."""
-    from resnet_lab import scratch_model, training
+    from resnet_lab import scratch_model
 
     folder = tmp_path_factory.mktemp("run")
     training.save_model(scratch_model(image_size=8, num_classes=17), folder / "model.keras")
@@ -69,7 +58,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_entry_point_help():
-    out = run("--help")
+    out = run_python("-m", "resnet_lab", "--help")
     assert out.returncode == 0, out.stderr
     assert "usage: python -m resnet_lab" in out.stdout
     for command in COMMANDS:
@@ -92,6 +81,7 @@ def test_cache_help_says_where_the_cache_is(capsys):
 
 
 TRAIN = ["train", "--model", "scratch", "--out", "x"]
+MIN_SIZE = training.SCRATCH_RECIPE.min_image_size
 TRANSFER = ["train", "--model", "transfer", "--out", "x"]
 
 
@@ -106,15 +96,21 @@ TRANSFER = ["train", "--model", "transfer", "--out", "x"]
     ([*TRAIN, "--batch-size", "0"], "argument --batch-size: must be an integer >= 1. Received: 0"),
     ([*TRAIN, "--image-size", "0"], "argument --image-size: must be an integer >= 1. Received: 0"),
     ([*TRAIN, "--recipe", '{"cutmx": 0}'],
-     "argument --recipe: unknown recipe keys ['cutmx']; allowed: ['batch_size', 'cutmix',"),
+     "argument --recipe: Unknown ScratchRecipe fields ['cutmx']; allowed: ['augment', "
+     "'batch_size', 'cutmix',"),
+    ([*TRAIN, "--recipe", '{"epochs": 0}'],
+     "argument --recipe: `epochs` must be a positive integer. Received: epochs=0"),
     ([*TRAIN, "--recipe", "[1]"], "argument --recipe: must be a JSON object such as"),
     ([*TRAIN, "--recipe", "{cutmix: 0}"], "argument --recipe: must be a JSON object (Expecting"),
     ([*TRANSFER, "--recipe", "{}"],
      "argument --recipe: applies to --model scratch only. Received: {}"),
-    ([*TRAIN, "--image-size", str(cli.SCRATCH_MIN_SIZE - 1)],
-     f"argument --image-size: must be >= {cli.SCRATCH_MIN_SIZE} for --model scratch (the "
-     f"from-scratch network downsamples by a total stride of {cli.SCRATCH_MIN_SIZE}). "
-     f"Received: {cli.SCRATCH_MIN_SIZE - 1}"),
+    ([*TRAIN, "--image-size", str(MIN_SIZE - 1)],
+     f"argument --image-size: must be >= {MIN_SIZE} for --model scratch (the "
+     f"from-scratch network downsamples by a total stride of {MIN_SIZE}). "
+     f"Received: {MIN_SIZE - 1}"),
+    # The minimum is the network's that will be built: --recipe's stages and stem stride.
+    ([*TRAIN, "--recipe", '{"stages": [[8, 1], [8, 1], [8, 1], [8, 1]]}', "--image-size", "15"],
+     "argument --image-size: must be >= 16 for --model scratch"),
     ([*TRANSFER, "--image-size", "31"],
      "argument --image-size: must be >= 32 for --model transfer (ResNet-50 downsamples by a "
      "total stride of 32). Received: 31"),
@@ -154,15 +150,27 @@ def test_missing_data_source_is_a_clear_error(tmp_path, capsys):
     assert "nowhere.tgz" in capsys.readouterr().err
 
 
-def fixed_output_model(image_size, probabilities):
-    """A model that gives every image the same known `probabilities`: a softmax of biases."""
-    import keras
+def parsed(*args):
+    """The `train` settings `python -m resnet_lab ARGS` would run with."""
+    return cli.train_settings(cli.build_parser().parse_args([str(a) for a in args]))
 
-    inputs = keras.Input((image_size, image_size, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = keras.layers.Dense(len(probabilities), activation="softmax", kernel_initializer="zeros",
-                               bias_initializer=keras.initializers.Constant(np.log(probabilities)))
-    return keras.Model(inputs, dense(x))
+
+def test_unset_train_flags_leave_the_librarys_defaults():
+    assert parsed(*TRAIN) == training.SCRATCH_RECIPE
+    assert parsed(*TRANSFER) == transfer.TransferSettings()
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([*TRAIN, "--epochs", "7", "--recipe", '{"epochs": 3, "cutmix": 0}'],
+     training.SCRATCH_RECIPE.override(epochs=7, cutmix=0)),  # the flag wins over --recipe
+    ([*TRAIN, "--image-size", "64", "--batch-size", "16"],
+     training.SCRATCH_RECIPE.override(image_size=64, batch_size=16)),
+    ([*TRANSFER, "--epochs", "3", "--fine-tune-epochs", "2", "--weights", "none"],
+     transfer.TransferSettings(head_epochs=3, fine_tune_epochs=2, weights=None)),
+    ([*TRANSFER, "--image-size", "64"], transfer.TransferSettings(image_size=64)),
+])
+def test_given_train_flags_change_only_their_fields(args, expected):
+    assert parsed(*args) == expected
 
 
 @pytest.mark.parametrize("image_size, num_classes", [
@@ -170,11 +178,11 @@ def fixed_output_model(image_size, probabilities):
     (None, 5),  # any image size (224 is used), "class N" names
 ])
 def test_predict_prints_the_top_classes_in_order(tmp_path, capsys, image_size, num_classes):
-    from resnet_lab import data, training
+    from resnet_lab import data
 
     probabilities = np.random.default_rng(1).permutation(np.arange(1, num_classes + 1))
     probabilities = probabilities / probabilities.sum()
-    training.save_model(fixed_output_model(image_size, probabilities), tmp_path / "model.keras")
+    training.save_model(fixed_classifier(probabilities, image_size), tmp_path / "model.keras")
     png, jpeg = write_photos(tmp_path)
     assert main("predict", tmp_path / "model.keras", png, jpeg, "--top", "4") == 0
     out = capsys.readouterr().out
@@ -276,11 +284,14 @@ def test_degradation_names_both_training_errors(tmp_path, tiny_archive, capsys):
 
 
 def test_train_scratch_and_transfer_then_predict_and_compare(tmp_path, tiny_archive):
-    cache = tmp_path / "cache"
-    env = {"RESNET_LAB_DATA": str(tiny_archive)}
+    env = {"RESNET_LAB_DATA": str(tiny_archive), "RESNET_LAB_CACHE": str(tmp_path / "cache")}
+
+    def run(*args):
+        return run_python("-m", "resnet_lab", *args, env=env, timeout=400)
+
     out = run("train", "--model", "scratch", "--epochs", "1", "--image-size", "16",
               "--recipe", '{"cutmix": 0, "label_smoothing": 0.2, "epochs": 5}',
-              "--out", tmp_path / "scratch", env=env, cache=cache)
+              "--out", tmp_path / "scratch")
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "scratch" / "results.json").read_text())
     # --recipe reaches the run; --epochs wins over the recipe's epochs.
@@ -307,8 +318,7 @@ def test_train_scratch_and_transfer_then_predict_and_compare(tmp_path, tiny_arch
         assert sum(percents) <= 100.2
 
     out = run("train", "--model", "transfer", "--weights", "none", "--epochs", "1",
-              "--image-size", "32", "--data", tiny_archive, "--out", tmp_path / "transfer",
-              cache=cache)
+              "--image-size", "32", "--data", tiny_archive, "--out", tmp_path / "transfer")
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "transfer" / "results.json").read_text())
     assert "NOT transfer learning" in results["weights"]
