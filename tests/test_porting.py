@@ -3,33 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from h5_weights import save_legacy_h5
+from h5_weights import randomize, save_legacy_h5
 
 from resnet_lab.nn.models import resnet, resnet50
 from resnet_lab.nn.porting import max_output_difference, port_keras_weights
-
-
-def randomize(model, seed=0):
-    """Random kernels, conv biases, BN affine parameters and BN moving statistics."""
-    rng = np.random.default_rng(seed)
-
-    def assign(variable, values):
-        variable.assign(values.astype("float32"))
-
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            shape = layer.kernel.shape
-            # He-style scale keeps activations O(1) through 50+ layers.
-            assign(layer.kernel, rng.normal(0.0, np.sqrt(1.0 / np.prod(shape[:-1])), shape))
-            if layer.use_bias:
-                assign(layer.bias, rng.normal(0.0, 0.5, layer.bias.shape))
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.gamma.shape
-            assign(layer.gamma, rng.uniform(0.5, 1.5, shape))
-            assign(layer.beta, rng.normal(0.0, 0.2, shape))
-            assign(layer.moving_mean, rng.normal(0.0, 0.5, shape))
-            assign(layer.moving_variance, rng.uniform(0.5, 2.0, shape))
-    return model
 
 
 def keras_resnet(depth, include_top=False, **kwargs):

@@ -8,11 +8,23 @@ pooling are left out: under 1% of ResNet-50's work, and the paper leaves them ou
 He et al. 2015 ("Deep Residual Learning for Image Recognition", arXiv:1512.03385) count
 multiply-adds but call them "FLOPs" (Table 1: ResNet-50 has "3.8 x 10^9 FLOPs"); this module
 says multiply-adds (MACs) for those and FLOPs for twice as many, as the benchmarks do.
+
+torchvision's "GFLOPS" column (`PUBLISHED`) is multiply-adds too, and of convolutions and
+dense layers only: `multiply_adds` reproduces every family member's figure to the two
+published decimals. ResNet-50's 4.09 against the lab's 3.86 is not BatchNorm, ReLU, pooling or
+the additions (together well under 1%): it is where the bottleneck strides. torchvision
+strides the 3x3 ("v1.5"), which then runs at the higher resolution of the block's input;
+`resnet50(stride_at="v1.5")` counts 4.089e9. The lab's default, the paper's and
+keras.applications' "v1" strides the first 1x1 and gives 3.858e9 (the paper's 3.8).
 """
+
+import statistics
+import time
 
 import keras
 import numpy as np
 
+from resnet_lab.checks import check_positive_int
 from resnet_lab.nn.walk import all_layers
 
 PAPER_GMACS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
@@ -31,6 +43,82 @@ with identity shortcuts (option A, parameter-free). They are trainable parameter
 the trainable weights of `cifar_resnet(depth, shortcut="identity")`, not with
 `count_params()`, which also counts BatchNorm's moving mean and variance (non-trainable).
 """
+
+_TORCHVISION = "torchvision.models, weights tables (num_params, GFLOPS), torchvision 0.17 docs"
+_TIMM = "timm models/resnet.py resnet50d; params 25,576,264, GMACs 4.4 (model card, 224 px)"
+_KERAS = "keras.io/api/applications table (params in millions; no FLOPs published)"
+
+PUBLISHED = {
+    "resnet18": {"params": 11_689_512, "gflops": 1.81, "source": _TORCHVISION},
+    "resnet34": {"params": 21_797_672, "gflops": 3.66, "source": _TORCHVISION},
+    "resnet50": {"params": 25_557_032, "gflops": 4.09, "source": _TORCHVISION},
+    "resnet101": {"params": 44_549_160, "gflops": 7.80, "source": _TORCHVISION},
+    "resnet152": {"params": 60_192_808, "gflops": 11.51, "source": _TORCHVISION},
+    "resnext50_32x4d": {"params": 25_028_904, "gflops": 4.23, "source": _TORCHVISION},
+    "resnext101_32x8d": {"params": 88_791_336, "gflops": 16.41, "source": _TORCHVISION},
+    "resnext101_64x4d": {"params": 83_455_272, "gflops": 15.46, "source": _TORCHVISION},
+    "wide_resnet50_2": {"params": 68_883_240, "gflops": 11.40, "source": _TORCHVISION},
+    "wide_resnet101_2": {"params": 126_886_696, "gflops": 22.75, "source": _TORCHVISION},
+    "resnet50d": {"params": 25_576_264, "gflops": 4.4, "source": _TIMM},
+    "resnet50v2": {"params": 25_600_000, "gflops": None, "source": _KERAS},
+    "resnet101v2": {"params": 44_700_000, "gflops": None, "source": _KERAS},
+    "resnet152v2": {"params": 60_400_000, "gflops": None, "source": _KERAS},
+    "vgg16": {"params": 138_400_000, "gflops": None, "source": _KERAS},
+    "mobilenetv2": {"params": 3_500_000, "gflops": None, "source": _KERAS},
+    "efficientnetb0": {"params": 5_300_000, "gflops": None, "source": _KERAS},
+}
+"""Parameters and GFLOPS as torchvision, timm and keras.applications publish them, per model.
+
+`params`: torchvision's and timm's are exact trainable counts (the lab's builders match them,
+tested); keras.applications publishes millions, rounded, of `count_params()` (BatchNorm's
+moving statistics included). `gflops`: torchvision's "GFLOPS", which are in fact billions of
+multiply-adds of 224x224 images through convolutions and dense layers, `multiply_adds`' unit
+(see the module docstring for ResNet-50's 4.09 against the lab's 3.86); timm's "GMACs" (ResNet-D:
+4.33 by `multiply_adds`, timm's card rounds its profiler's count to 4.4); `None` where the
+source publishes none. `source` says where each number comes from.
+"""
+
+
+def inference_speed(model, batch_size=8, repeats=3, image_size=None, seed=0):
+    """Inference throughput of `model` on this machine, in images per second.
+
+    One warm-up call first (it traces and compiles the graph), then `repeats` timed calls of
+    `model.predict_on_batch` on one random batch; the median of the repeats, so that one
+    call slowed by another process does not decide the figure.
+
+    Args:
+        model: A `keras.Model` taking images `(batch, height, width, channels)`.
+        batch_size: Images per call.
+        repeats: Timed calls, at least 1.
+        image_size: Square size for inputs whose height and width are `None`; required then.
+        seed: Seed of the random batch (uniform in 0..1).
+
+    Returns:
+        A `float`: `batch_size / median seconds per call`.
+
+    Raises:
+        ValueError: If `batch_size` or `repeats` is not a positive integer, or the input size
+            is unknown and `image_size` not given.
+    """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("repeats", repeats)
+    height, width, channels = model.input_shape[1:]
+    if image_size is not None:
+        height, width = check_positive_int("image_size", image_size), image_size
+    if height is None or width is None:
+        raise ValueError(
+            "`model` takes any image size: say which with `image_size`. "
+            f"Received: image_size=None, model.input_shape={model.input_shape}"
+        )
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 1.0, (batch_size, height, width, channels)).astype("float32")
+    model.predict_on_batch(images)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_on_batch(images)
+        seconds.append(time.perf_counter() - start)
+    return batch_size / statistics.median(seconds)
 
 
 def _layer_macs(layer):
