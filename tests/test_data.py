@@ -112,7 +112,8 @@ def test_download_verify_extract_and_load(flowers_server, tiny_archive, tmp_path
     np.testing.assert_allclose(class_colours, PALETTE, atol=15)
     assert flowers_server.requests == ["/17flowers.tgz"]
     assert sorted(os.listdir(cache)) == [
-        *(f"17flowers-{key}{end}" for end in ("", ".tgz", "_8x8.npy")), "sources.json"
+        *(f"17flowers-{key}{end}" for end in ("", ".tgz", "_8x8.npy")),
+        "sources.json",
     ]
 
 
@@ -215,9 +216,7 @@ def test_interrupt_leaves_cache_as_it_was(stage, tiny_archive, tmp_path, monkeyp
     assert listing(cache) == before
 
 
-def test_local_archive_is_extracted_not_copied_and_replaces_a_half_made_one(
-    tiny_archive, tmp_path
-):
+def test_local_archive_is_extracted_not_copied_and_replaces_a_half_made_one(tiny_archive, tmp_path):
     extraction = f"17flowers-{md5_of(tiny_archive)[:12]}"
     cache = half_made_cache(tmp_path, extraction)
     folder = fetch_flowers17(tiny_archive, cache, progress=False)
@@ -564,8 +563,10 @@ def fake_cifar10(monkeypatch):
     """`keras.datasets.cifar10.load_data` replaced by 60 + 5 small images per class (the real
     one downloads 170 MB)."""
     rng = np.random.default_rng(0)
-    train = (rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
-             rng.permutation(np.repeat(np.arange(10), 60))[:, None])
+    train = (
+        rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
+        rng.permutation(np.repeat(np.arange(10), 60))[:, None],
+    )
     test = (rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8),
             np.repeat(np.arange(10), 5)[:, None])  # fmt: skip
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: (train, test))
@@ -777,7 +778,7 @@ def test_cutmix_pastes_one_box_and_mixes_labels_by_its_area():
             boxes += 1
             rows, cols = np.where(pasted)
             # One axis-aligned rectangle...
-            assert pasted[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+            assert pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
         area = pasted.mean()
         # ...and the labels mix by its area: 1 - area of its own, area of the partner whose
         # pixels fill the box (image j is constant 10 * (j + 1)).

@@ -40,8 +40,12 @@ def upright(height=32, width=16):
 def quadrant_means(array):
     """`(2, 2, 3)` mean colour of each quadrant of an `(H, W, 3)` array."""
     h, w = array.shape[0] // 2, array.shape[1] // 2
-    return np.array([[array[:h, :w].mean((0, 1)), array[:h, w:].mean((0, 1))],
-                     [array[h:, :w].mean((0, 1)), array[h:, w:].mean((0, 1))]])
+    return np.array(
+        [
+            [array[:h, :w].mean((0, 1)), array[:h, w:].mean((0, 1))],
+            [array[h:, :w].mean((0, 1)), array[h:, w:].mean((0, 1))],
+        ]
+    )
 
 
 def save_oriented(path, orientation, height=32, width=16, **options):
@@ -61,12 +65,17 @@ def png16_rgb(path, pixels):
     rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16-bit, truecolour
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -93,8 +102,9 @@ def test_exif_orientation_gives_the_upright_picture(orientation, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".png", ".webp", ".tiff"])
 def test_exif_orientation_is_applied_in_other_formats(suffix, tmp_path):
-    path = save_oriented(tmp_path / f"photo{suffix}", 6, **({"lossless": True} if
-                                                               suffix == ".webp" else {}))
+    path = save_oriented(
+        tmp_path / f"photo{suffix}", 6, **({"lossless": True} if suffix == ".webp" else {})
+    )
     np.testing.assert_allclose(quadrant_means(read_image(path, (32, 16))), QUADRANTS, atol=1)
 
 
@@ -134,13 +144,20 @@ def grey_16(path, byte_order="<"):
     return path
 
 
-@pytest.mark.parametrize("kind, write", [
-    ("I;16 PNG", lambda folder: grey_16(folder / "scan.png")),
-    ("I;16B TIFF", lambda folder: grey_16(folder / "scan.tiff", ">")),
-    ("16-bit PGM (opens as I)", lambda folder: grey_16(folder / "scan.pgm")),
-    ("16-bit RGB PNG", lambda folder: png16_rgb(
-        folder / "hdr.png", np.repeat(np.tile(FULL_RANGE, (4, 1))[..., None], 3, axis=2))),
-])
+@pytest.mark.parametrize(
+    "kind, write",
+    [
+        ("I;16 PNG", lambda folder: grey_16(folder / "scan.png")),
+        ("I;16B TIFF", lambda folder: grey_16(folder / "scan.tiff", ">")),
+        ("16-bit PGM (opens as I)", lambda folder: grey_16(folder / "scan.pgm")),
+        (
+            "16-bit RGB PNG",
+            lambda folder: png16_rgb(
+                folder / "hdr.png", np.repeat(np.tile(FULL_RANGE, (4, 1))[..., None], 3, axis=2)
+            ),
+        ),
+    ],
+)
 def test_full_range_16_bit_keeps_its_gradient(kind, write, tmp_path):
     path = write(tmp_path)
     with Image.open(path) as image:
@@ -155,10 +172,13 @@ def test_16_bit_dark_image_stays_dark(tmp_path):
     np.testing.assert_array_equal(read_image(path, (4, 4)), 10)
 
 
-@pytest.mark.parametrize("values, expected", [
-    (np.linspace(0, 1, 64, dtype=np.float32), FULL_RANGE / 257.0),  # 0..1: its nominal range
-    (np.linspace(-3, 5, 64, dtype=np.float32), np.linspace(0, 255, 64)),  # else its own
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (np.linspace(0, 1, 64, dtype=np.float32), FULL_RANGE / 257.0),  # 0..1: its nominal range
+        (np.linspace(-3, 5, 64, dtype=np.float32), np.linspace(0, 255, 64)),  # else its own
+    ],
+)
 def test_32_bit_float_grey_is_scaled_from_its_range(values, expected, tmp_path):
     path = tmp_path / "depth.tiff"
     Image.fromarray(np.tile(values, (4, 1))).save(path)
@@ -238,9 +258,14 @@ def test_bilevel_and_grey_are_expanded(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "grey.png", (4, 4)), 77)
 
 
-@pytest.mark.parametrize("suffix, options", [
-    (".gif", {}), (".png", {}), (".webp", {"lossless": True}),
-])
+@pytest.mark.parametrize(
+    "suffix, options",
+    [
+        (".gif", {}),
+        (".png", {}),
+        (".webp", {"lossless": True}),
+    ],
+)
 def test_animated_files_give_their_first_frame(suffix, options, tmp_path):
     first, second = Image.new("RGB", (8, 8), RED), Image.new("RGB", (8, 8), BLUE)
     path = tmp_path / f"clip{suffix}"
@@ -288,17 +313,22 @@ def not_images(folder):
     return {
         "text": (folder / "notes.txt", "is not an image Pillow can read"),
         "empty": (folder / "empty.jpg", "is empty (0 bytes)"),
-        "truncated JPEG": (folder / "half.jpg", "is not an image Pillow can read (image file is "
-                                                 "truncated"),
-        "truncated PNG": (folder / "half.png", "is not an image Pillow can read (image file is "
-                                                 "truncated"),
+        "truncated JPEG": (
+            folder / "half.jpg",
+            "is not an image Pillow can read (image file is truncated",
+        ),
+        "truncated PNG": (
+            folder / "half.png",
+            "is not an image Pillow can read (image file is truncated",
+        ),
         "folder": (folder / "album", "is a folder, not an image file"),
         "missing": (folder / "gone.jpg", "No file at"),
     }
 
 
-@pytest.mark.parametrize("kind", ["text", "empty", "truncated JPEG", "truncated PNG", "folder",
-                                  "missing"])
+@pytest.mark.parametrize(
+    "kind", ["text", "empty", "truncated JPEG", "truncated PNG", "folder", "missing"]
+)
 def test_what_is_not_an_image_is_one_clear_value_error(kind, tmp_path):
     path, words = not_images(tmp_path)[kind]
     with pytest.raises(ValueError) as error:

@@ -254,9 +254,7 @@ def _resolve_md5(md5, source):
         return OFFICIAL_MD5 if source == OFFICIAL_URL else None
     if md5 is None or (isinstance(md5, str) and re.fullmatch(r"[0-9a-fA-F]{32}", md5)):
         return None if md5 is None else md5.lower()
-    raise ValueError(
-        f'`md5` must be "auto", None or a 32-digit hex string. Received: md5={md5!r}'
-    )
+    raise ValueError(f'`md5` must be "auto", None or a 32-digit hex string. Received: md5={md5!r}')
 
 
 def _image_folder(source):
@@ -325,8 +323,9 @@ def _record(cache_dir, source, digest):
     if record.get(os.fspath(source)) == digest:
         return
     record[os.fspath(source)] = digest
-    atomic_write(cache_dir / _SOURCES, lambda file: json.dump(record, file, indent=1,
-                                                              sort_keys=True))
+    atomic_write(
+        cache_dir / _SOURCES, lambda file: json.dump(record, file, indent=1, sort_keys=True)
+    )
 
 
 def _by_hand(cache_dir):

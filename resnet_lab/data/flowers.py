@@ -74,8 +74,9 @@ def load_flowers17(source=None, cache_dir=None, image_size=(224, 224), progress=
 
     folder, key = download.fetch_keyed(source, cache_dir, progress=progress)
     images = _decode_all(folder, height, width, progress)
-    atomic_write(_decoded(cache_dir, key, height, width), lambda file: np.save(file, images),
-                 mode="wb")
+    atomic_write(
+        _decoded(cache_dir, key, height, width), lambda file: np.save(file, images), mode="wb"
+    )
     return images, labels
 
 
@@ -166,5 +167,3 @@ def split_indices(labels, seed=0, per_class=(40, 20, 20)):
         for name, part in zip(parts, np.split(members[: ends[-1]], ends[:2])):
             parts[name].append(part)
     return {name: np.sort(np.concatenate(part)).astype(np.int64) for name, part in parts.items()}
-
-

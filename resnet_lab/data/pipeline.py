@@ -81,8 +81,16 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
         size = None
     augmenter = augmentation(seed) if augment else None
     return {
-        name: _split_pipeline(images, labels, np.asarray(splits[name]), name == "train",
-                              batch_size, seed, size, augmenter)
+        name: _split_pipeline(
+            images,
+            labels,
+            np.asarray(splits[name]),
+            name == "train",
+            batch_size,
+            seed,
+            size,
+            augmenter,
+        )
         for name in ("train", "val", "test")
     }
 
@@ -199,8 +207,9 @@ def cutmix(dataset, alpha, seed=0):
         high = tf.cast(tf.round(tf.clip_by_value(centre + half, 0.0, size)), tf.int32)
         rows = tf.range(shape[1])
         cols = tf.range(shape[2])
-        inside = (((rows >= low[0]) & (rows < high[0]))[:, None]
-                  & ((cols >= low[1]) & (cols < high[1]))[None, :])
+        inside = ((rows >= low[0]) & (rows < high[0]))[:, None] & (
+            (cols >= low[1]) & (cols < high[1])
+        )[None, :]
         box = tf.cast(inside, x.dtype)[None, :, :, None]
         partner = tf.random.shuffle(tf.range(shape[0]), seed=seed)
         x = x * (1 - box) + tf.gather(x, partner) * box
