@@ -9,6 +9,9 @@ residual networks have exactly the same parameters), and measures the per-layer 
 that explain it.
 """
 
+import re
+import time
+
 import keras
 import numpy as np
 
@@ -68,21 +71,31 @@ def layer_gradient_norms(model, images, labels):
         `parameters` (kernel sizes), and `spread` and `spread_per_parameter` (max/min over
         layers of each scale, `spread`).
     """
-    import tensorflow as tf
-
     kernels = [(layer.path, layer.kernel) for layer in all_layers(model)
                if isinstance(layer, keras.layers.Conv2D)]
-    images = tf.convert_to_tensor(np.asarray(images, np.float32))
-    with tf.GradientTape() as tape:
-        probs = model(images, training=True)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probs))
-    grads = tape.gradient(loss, [kernel for _, kernel in kernels])
-    norms = np.array([float(tf.norm(g)) for g in grads])
+    images = np.asarray(images, np.float32)
+    grads, _ = _training_gradients(lambda: (model(images, training=True), None), labels,
+                                   [kernel for _, kernel in kernels])
+    norms = np.array([float(np.linalg.norm(keras.ops.convert_to_numpy(g))) for g in grads])
     sizes = np.array([int(np.prod(kernel.shape)) for _, kernel in kernels])
     per_parameter = norms / np.sqrt(sizes)
     return {"layers": [name for name, _ in kernels], "norm": norms.tolist(),
             "per_parameter": per_parameter.tolist(), "parameters": sizes.tolist(),
             "spread": spread(norms), "spread_per_parameter": spread(per_parameter)}
+
+
+def _training_gradients(forward, labels, variables):
+    """Gradients of the mean sparse cross-entropy of `forward()`'s probabilities.
+
+    `forward` returns `(probabilities, extra)`; `extra` (e.g. activations computed in the
+    same pass) is returned beside the gradients.
+    """
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        probs, extra = forward()
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probs))
+    return tape.gradient(loss, variables), extra
 
 
 def spread(values):
@@ -156,6 +169,146 @@ def cifar_pair(depth, num_classes, image_size):
     }
 
 
+def _nested_net(model):
+    """`(net, prepare)`: the model holding `model`'s layers, and what feeds its input.
+
+    For the lab's `rescaled` models (`image -> rescale -> net`), `net` is the nested network
+    and `prepare` the chain before it (a model from `model`'s input to `net`'s input); for a
+    bare network, `net` is `model` and `prepare` is `None`.
+    """
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, keras.Model):
+            return layer, keras.Model(model.input, model.layers[index - 1].output)
+    return model, None
+
+
+def _probe(model, tensors_of):
+    """A function of images returning `tensors_of(net)`, computed in `model`'s nested net."""
+    net, prepare = _nested_net(model)
+    probe = keras.Model(net.input, tensors_of(net))
+
+    def run(images, training):
+        x = np.asarray(images, np.float32)
+        if prepare is not None:
+            x = prepare(x, training=training)
+        return probe(x, training=training)
+
+    return net, run
+
+
+def depth_sweep(depths, images, labels, *, image_size, num_classes, seed=0):
+    """Gradient and activation scale at initialisation of plain and residual nets by depth.
+
+    For each depth, the plain and residual CIFAR networks of `cifar_pair` (option-A shortcuts,
+    so both have the same weights) are built after `set_seed(seed)` and measured on one
+    batch in training mode (BatchNorm on batch statistics, as in the first training step):
+    `grad_first`, the norm of the loss gradient at the first convolution's kernel
+    (`conv1_conv`), and `act_last`, the standard deviation of the last stage's output before
+    pooling. He et al. 2015 (Sec. 4.1) trained plain nets with BatchNorm so that signals
+    neither vanish nor explode in the forward pass; this shows what happens backwards.
+
+    Args:
+        depths: CIFAR depths, each 6n+2 (e.g. `(20, 56, 110)`).
+        images: One batch `(B, image_size, image_size, 3)` in 0..255, e.g. a
+            `stratified_batch` of the training split.
+        labels: Integer labels `(B,)`.
+        image_size: Square input size of the networks.
+        num_classes: Classifier units.
+        seed: Seed of the weights.
+
+    Returns:
+        `{"depths": [...], "plain": {"grad_first": [...], "act_last": [...]},
+        "residual": {...}, "seconds": [...]}`, one value per depth; `seconds` is the time to
+        build and measure both networks of that depth.
+    """
+    sweep = {"depths": [int(d) for d in depths], "seconds": [],
+             "plain": {"grad_first": [], "act_last": []},
+             "residual": {"grad_first": [], "act_last": []}}
+    for depth in depths:
+        start = time.perf_counter()
+        for family, build in zip(("plain", "residual"),
+                                 cifar_pair(depth, num_classes, image_size).values()):
+            training.set_seed(seed)
+            grad_first, act_last = _first_gradient_last_scale(build(), images, labels)
+            sweep[family]["grad_first"].append(grad_first)
+            sweep[family]["act_last"].append(act_last)
+        sweep["seconds"].append(time.perf_counter() - start)
+    return sweep
+
+
+def _first_gradient_last_scale(model, images, labels):
+    """`(‖∂loss/∂conv1 kernel‖, std of the input of avg_pool)` in training mode."""
+    net, run = _probe(model, lambda net: [net.outputs[0], net.get_layer("avg_pool").input])
+    (grad,), features = _training_gradients(lambda: run(images, True), labels,
+                                            [net.get_layer("conv1_conv").kernel])
+    return (float(np.linalg.norm(keras.ops.convert_to_numpy(grad))),
+            float(np.std(keras.ops.convert_to_numpy(features))))
+
+
+def block_responses(model, images):
+    """How large each residual branch's output is, relative to the block's input.
+
+    He et al. 2015, Sec. 4.2 and Fig. 7: the standard deviations of the residual functions'
+    responses are generally small, so a residual block stays close to its identity shortcut.
+    Here, per block with an addition (`{block}_add`), `ratio = std(branch) / std(input)`:
+    the branch output is its last BatchNorm (post-activation) or last convolution
+    (pre-activation), before the addition; BatchNorm in inference mode.
+
+    Args:
+        model: A lab ResNet with blocks named `convS_blockB_*` (e.g. a trained
+            `cifar_resnet`, or a `rescaled` / `scratch_model` wrapper around one).
+        images: A batch as the model takes it (the lab's wrapped models: 0..255).
+
+    Returns:
+        One dict per residual block, in graph order: `block` (e.g. `"conv3_block2"`),
+        `stage` (`"conv3"`), `ratio`, `branch_std` and `input_std`.
+    """
+    net, _ = _nested_net(model)
+    layers = list(all_layers(net))
+    names = {layer.name for layer in layers}
+    blocks = [layer.name[: -len("_add")] for layer in layers if layer.name.endswith("_add")]
+    if not blocks:  # a plain network: no residual branch to measure
+        return []
+    ends = []
+    for block in blocks:
+        last = max(int(m[1]) for m in (re.match(rf"{block}_(\d+)_(?:bn|conv)$", n)
+                                       for n in names) if m)
+        ends.append(f"{block}_{last}_bn" if f"{block}_{last}_bn" in names
+                    else f"{block}_{last}_conv")
+    firsts = [next(layer for layer in layers if layer.name.startswith(f"{block}_"))
+              for block in blocks]
+
+    def tensors_of(net):
+        return [f.input for f in firsts] + [net.get_layer(end).output for end in ends]
+
+    _, run = _probe(model, tensors_of)
+    values = [np.std(keras.ops.convert_to_numpy(t)) for t in run(images, False)]
+    inputs, branches = values[: len(blocks)], values[len(blocks):]
+    return [{"block": block, "stage": block.split("_")[0], "ratio": float(b / i),
+             "branch_std": float(b), "input_std": float(i)}
+            for block, i, b in zip(blocks, inputs, branches)]
+
+
+def most_confused(matrix, class_names, top=3):
+    """The `top` most frequent mistakes of a confusion matrix, largest first.
+
+    Args:
+        matrix: Square counts, `matrix[true, predicted]`.
+        class_names: One name per class.
+        top: How many pairs, a positive integer.
+
+    Returns:
+        A list of `(true name, predicted name, count)`, off-diagonal, counts > 0, ties in
+        the order of the matrix's rows and columns.
+    """
+    check_positive_int("top", top)
+    matrix = np.asarray(matrix)
+    off = matrix * (1 - np.eye(len(matrix), dtype=matrix.dtype))
+    order = np.argsort(-off, axis=None, kind="stable")[:top]
+    pairs = [np.unravel_index(k, off.shape) for k in order]
+    return [(class_names[i], class_names[j], int(off[i, j])) for i, j in pairs if off[i, j] > 0]
+
+
 def degradation_experiment(
     images,
     labels,
@@ -167,6 +320,7 @@ def degradation_experiment(
     seed=0,
     verbose="auto",
     grad_batch=64,
+    keep_models=False,
 ):
     """Train plain and residual networks of each depth for the same budget and compare.
 
@@ -192,15 +346,19 @@ def degradation_experiment(
         seed: Seed for initialisation, shuffling and the gradient batch.
         verbose: As `resnet_lab.training.train_classifier`.
         grad_batch: Number of training images used for gradient norms.
+        keep_models: Also return the trained models under `models` (name -> `keras.Model`),
+            e.g. for `resnet_lab.landscape.loss_landscape` or `block_responses`; the result
+            is then no longer JSON-serialisable.
 
     Returns:
         A dict with `histories` (name -> Keras history dict), `results` (name -> results
         dict without history: accuracies, wall time, `train_error`, `running_train_error`),
         `gradients_init` and `gradients_trained` (name -> per-layer dict of
         `layer_gradient_norms` with `spread` and `spread_per_parameter`), `gradient_batch`
-        and `settings`.
+        and `settings`; and `models` with `keep_models=True`.
     """
     num_classes = int(labels.max()) + 1
+    fit = training.FitSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     out = {"histories": {}, "results": {}, "gradients_init": {}, "gradients_trained": {}}
     for depth in depths:
         builders = cifar_pair(depth, num_classes, images.shape[1])
@@ -209,8 +367,7 @@ def degradation_experiment(
         out["gradients_init"].update(initial)
         for name, build in builders.items():
             model, results = training.train_classifier(
-                build, images, labels, splits, epochs=epochs, batch_size=batch_size,
-                learning_rate=learning_rate, seed=seed, verbose=verbose, name=name,
+                build, images, labels, splits, fit, seed=seed, verbose=verbose, name=name,
             )
             out["gradients_trained"][name] = layer_gradient_norms(model, images[batch],
                                                                   labels[batch])
@@ -219,6 +376,8 @@ def degradation_experiment(
             results["train_error"] = 1 - results["train_accuracy"]
             out["histories"][name] = history
             out["results"][name] = results
+            if keep_models:
+                out.setdefault("models", {})[name] = model
     out["gradient_batch"] = batch.tolist()
     out["settings"] = {"depths": list(depths), "epochs": epochs, "batch_size": batch_size,
                        "learning_rate": learning_rate, "seed": seed,
