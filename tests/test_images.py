@@ -133,6 +133,23 @@ def test_a_24_megapixel_phone_photo_decodes_upright_and_fast(tmp_path):
     assert ours < full / 2, f"read_image {ours:.3f} s vs a plain full decode {full:.3f} s"
 
 
+def test_a_quarter_turned_jpeg_is_drafted_no_smaller_than_it_is_shown(tmp_path, monkeypatch):
+    # Shown 1600 wide and 2400 tall; a 40x240 (wide) target needs >= 240 columns shown. Drafted
+    # for the stored 2400x1600 without swapping the target's sides, it would come out 200 wide
+    # and be upscaled.
+    from PIL import ImageOps
+
+    path = save_oriented(tmp_path / "portrait.jpg", 6, height=2400, width=1600, quality=90)
+    shown = []
+    fit = ImageOps.fit
+    monkeypatch.setattr(
+        ImageOps, "fit", lambda image, *a, **k: shown.append(image.size) or fit(image, *a, **k)
+    )
+    assert read_image(path, (40, 240)).shape == (40, 240, 3)
+    ((width, height),) = shown
+    assert width >= 240 and height > width and width < 1600  # drafted, upright, not too small
+
+
 # ---------------------------------------------------------------------------------------------
 # Bit depth
 # ---------------------------------------------------------------------------------------------
