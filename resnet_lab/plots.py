@@ -79,7 +79,8 @@ def plot_history(histories, metrics=("accuracy", "loss"), path=None):
     return finish(fig, path)
 
 
-def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=None):
+def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=None, *,
+                          sort=False, annotate_top=0):
     """A confusion matrix with class names (rows: true class, columns: predicted).
 
     Args:
@@ -88,20 +89,28 @@ def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=
         normalize: Show each row as fractions of that class's images.
         title: Optional title (e.g. the run name and its accuracy).
         path: Optional PNG path to save to.
+        sort: Order the classes (rows and columns alike) by their accuracy, best first, so
+            the hard classes gather at the bottom right.
+        annotate_top: Outline the `annotate_top` most frequent mistakes in red and name them
+            beside the matrix (`resnet_lab.analysis.most_confused`); `0` marks none.
 
     Returns:
         The `LabFigure`.
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if normalize:
-        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    n = len(class_names)
+    counts = np.asarray(matrix, dtype=np.float64)
+    names = list(class_names)
+    if sort:
+        recall = np.diag(counts) / np.maximum(counts.sum(axis=1), 1)
+        order = np.argsort(-recall, kind="stable")
+        counts, names = counts[np.ix_(order, order)], [names[i] for i in order]
+    matrix = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalize else counts
+    n = len(names)
     fig = LabFigure(figsize=(0.38 * n + 2.2, 0.38 * n + 1.4))
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_xticks(range(n), class_names, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if title:
@@ -112,7 +121,28 @@ def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=
                 text = f"{matrix[i, j]:.2f}".lstrip("0") if normalize else f"{matrix[i, j]:.0f}"
                 color = "white" if matrix[i, j] > 0.6 * matrix.max() else "black"
                 ax.text(j, i, text, ha="center", va="center", fontsize=6, color=color)
+    if annotate_top:
+        _mark_confused(ax, counts, names, annotate_top)
     return finish(fig, path)
+
+
+def _mark_confused(ax, counts, names, top):
+    """Red outlines on the `top` largest off-diagonal cells and a legend naming them."""
+    from matplotlib.patches import Rectangle
+
+    from resnet_lab.analysis import most_confused  # imports Keras: only when asked for
+
+    lines = []
+    for rank, (true, predicted, count) in enumerate(most_confused(counts, names, top), 1):
+        i, j = names.index(true), names.index(predicted)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.8,
+                               gid=f"confused {true} -> {predicted}"))
+        ax.annotate(str(rank), (j + 0.5, i - 0.5), color="red", fontsize=7, ha="right",
+                    va="bottom", fontweight="bold")
+        lines.append(f"{rank}. {true} → {predicted}: {count}")
+    if lines:
+        ax.text(1.25, 1.0, "most confused (true → predicted: images)\n" + "\n".join(lines),
+                transform=ax.transAxes, va="top", fontsize=8, color="firebrick")
 
 
 def plot_samples(images, labels, class_names, predictions=None, n=16, cols=8, path=None):
@@ -196,37 +226,161 @@ def plot_gradient_norms(norms, title="Gradient norm per layer at initialisation"
     return finish(fig, path)
 
 
-def plot_degradation(histories, path=None):
+def _deepest_pair(names):
+    """`("plain-D", "resnet-D")` for the largest depth D with both networks, or `None`."""
+    depths = [int(name.split("-")[1]) for name in names
+              if name.startswith("plain-") and f"resnet-{name.split('-')[1]}" in names]
+    return (f"plain-{max(depths)}", f"resnet-{max(depths)}") if depths else None
+
+
+def _error_curves(ax, histories, names, colors, results):
+    """Running training error (thin dashed), validation error (bold) and, from `results`,
+    the clean final training error (a marker at the last epoch) of each named run."""
+    for name in names:
+        history, color = histories[name], colors[name]
+        train_error = 100 * (1 - np.asarray(history["accuracy"]))
+        epochs = np.arange(1, len(train_error) + 1)
+        ax.plot(epochs, train_error, "--", lw=1, color=color, label=f"{name} train (running)")
+        if history.get("val_accuracy"):
+            val_error = 100 * (1 - np.asarray(history["val_accuracy"]))
+            ax.plot(epochs, val_error, "-", lw=2, color=color, label=f"{name} val")
+        if results and results.get(name, {}).get("train_error") is not None:
+            ax.plot([epochs[-1]], [100 * results[name]["train_error"]], "o", ms=7,
+                    color=color, markeredgecolor="black", zorder=5,
+                    label=f"{name} train (clean, final)")
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plot_degradation(histories, path=None, *, results=None):
     """Training and validation error of plain vs residual nets, as in He et al. 2015, Fig. 1/6.
 
-    Thin dashed lines are training error, bold lines validation error; plain nets on the left,
-    residual nets on the right, sharing the y axis.
+    Thin dashed lines are the running training error Keras reports (augmented batches,
+    BatchNorm in training mode, weights moving during the epoch), bold lines validation
+    error; a large dot at the last epoch is the clean training error of the final weights
+    (inference mode), the quantity of the paper's figures. Plain nets on the left, residual
+    nets in the middle and, in a third panel, the deepest plain network beside the residual
+    network of the same depth (plain-56 vs ResNet-56), all sharing the y axis.
 
     Args:
         histories: Mapping of network name (`"plain-20"`, `"resnet-56"`, ...) to a Keras-style
             history dict with `accuracy` and `val_accuracy`.
         path: Optional PNG path to save to.
+        results: Optional mapping of network name to a results dict with `train_error`
+            (`resnet_lab.analysis.degradation_experiment`'s `results`), for the dots.
 
     Returns:
         The `LabFigure`.
     """
-    fig = LabFigure(figsize=(11, 4))
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, family in zip(axes, ("plain", "resnet")):
-        runs = [(name, h) for name, h in histories.items() if name.startswith(family)]
-        for i, (name, history) in enumerate(runs):
-            color = f"C{i}"
-            train_error = 100 * (1 - np.asarray(history["accuracy"]))
-            epochs = np.arange(1, len(train_error) + 1)
-            ax.plot(epochs, train_error, "--", lw=1, color=color, label=f"{name} train (running)")
-            if history.get("val_accuracy"):
-                val_error = 100 * (1 - np.asarray(history["val_accuracy"]))
-                ax.plot(epochs, val_error, "-", lw=2, color=color, label=f"{name} val")
-        ax.set_title(f"{family} networks")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    colors = {name: f"C{i}" for i, name in enumerate(histories)}
+    pair = _deepest_pair(list(histories))
+    panels = [(f"{family} networks", [n for n in histories if n.startswith(family)])
+              for family in ("plain", "resnet")]
+    if pair:
+        panels.append((f"{pair[0]} vs {pair[1]}", list(pair)))
+    fig = LabFigure(figsize=(5.2 * len(panels), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True)
+    for ax, (title, names) in zip(axes, panels):
+        _error_curves(ax, histories, names, colors, results)
+        ax.set_title(title)
     axes[0].set_ylabel("error (%)")
+    return finish(fig, path)
+
+
+def plot_depth_sweep(sweep, path=None):
+    """Gradient at the first convolution and activation scale at the last stage, by depth.
+
+    Args:
+        sweep: The dict of `resnet_lab.analysis.depth_sweep`: `depths`, and per family
+            (`plain`, `residual`) lists `grad_first` and `act_last`.
+        path: Optional PNG path to save to.
+
+    Returns:
+        The `LabFigure`: two panels, log y, plain dashed and residual solid.
+    """
+    fig = LabFigure(figsize=(10, 3.6), layout="constrained")
+    panels = (("grad_first", "‖∂loss/∂kernel‖ at the first convolution"),
+              ("act_last", "std of the last stage's output"))
+    for ax, (key, ylabel) in zip(fig.subplots(1, 2), panels):
+        for family, style, color in (("plain", "--o", "C3"), ("residual", "-o", "C0")):
+            ax.plot(sweep["depths"], sweep[family][key], style, color=color, label=family)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sweep["depths"], [str(d) for d in sweep["depths"]])
+        ax.minorticks_off()
+        ax.set_xlabel("depth (layers)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("At initialisation, one batch, BatchNorm in training mode", fontsize=10)
+    return finish(fig, path)
+
+
+def plot_block_responses(responses, path=None):
+    """Std of each residual branch relative to its block's input, block by block (Fig. 7).
+
+    He et al. 2015, Fig. 7 plots the standard deviation of the residual functions'
+    responses per layer: small for residual nets, smaller still in deeper ones.
+
+    Args:
+        responses: Mapping of network name to `resnet_lab.analysis.block_responses`' list.
+        path: Optional PNG path to save to.
+
+    Returns:
+        The `LabFigure`; one line per network, stage boundaries of the first one dotted.
+    """
+    fig = LabFigure(figsize=(7, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, blocks) in enumerate(responses.items()):
+        ratios = [block["ratio"] for block in blocks]
+        ax.plot(np.arange(1, len(ratios) + 1), ratios, "-o", ms=3, color=f"C{i}", label=name)
+        if i == 0:
+            stages = [block["stage"] for block in blocks]
+            for k in range(1, len(stages)):
+                if stages[k] != stages[k - 1]:
+                    ax.axvline(k + 0.5, ls=":", color="gray")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("residual block (input side → output side)")
+    ax.set_ylabel("std(branch) / std(block input)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return finish(fig, path)
+
+
+def plot_landscapes(grids, path=None, levels=None):
+    """Loss-landscape contours side by side, same axes and levels (Li et al. 2018, Fig. 5).
+
+    Args:
+        grids: Mapping of network name to a `resnet_lab.landscape.loss_landscape` dict.
+        path: Optional PNG path to save to.
+        levels: Contour levels shared by every panel; by default 15 log-spaced levels from
+            the lowest to the highest loss over all grids (a landscape's centre is low and
+            its edges can be orders of magnitude higher).
+
+    Returns:
+        The `LabFigure`; each panel marks the weights themselves (alpha = beta = 0).
+    """
+    from matplotlib.colors import LogNorm
+
+    losses = np.concatenate([np.ravel(grid["losses"]) for grid in grids.values()])
+    if levels is None:
+        low, high = max(float(np.min(losses)), 1e-6), float(np.max(losses))
+        levels = np.geomspace(low, high * (1 + 1e-9) if high > low else low * 2, 15)
+    fig = LabFigure(figsize=(4.2 * len(grids) + 1, 4), layout="constrained")
+    axes = fig.subplots(1, len(grids), sharex=True, sharey=True, squeeze=False)[0]
+    for ax, (name, grid) in zip(axes, grids.items()):
+        contours = ax.contour(grid["alphas"], grid["betas"], np.asarray(grid["losses"]).T,
+                              levels=levels, norm=LogNorm(levels[0], levels[-1]),
+                              cmap="viridis")
+        ax.plot([0], [0], "*", color="red", ms=10, label="trained weights")
+        ax.set_title(f"{name} (centre loss {grid['center_loss']:.3g})", fontsize=10)
+        ax.set_xlabel("α (direction 1)")
+        ax.set_aspect("equal")
+    axes[0].set_ylabel("β (direction 2)")
+    axes[0].legend(fontsize=8, loc="upper right")
+    fig.colorbar(contours, ax=list(axes), label="loss (log scale)")
     return finish(fig, path)
 
 
@@ -417,7 +571,7 @@ def plot_misclassified(images, labels, predictions, class_names, n=16, path=None
     return finish(fig, path)
 
 
-def plot_per_class_accuracy(per_class, class_names, path=None):
+def plot_per_class_accuracy(per_class, class_names, path=None, *, sort=True):
     """Per-class accuracy of several models side by side, one bar per model and class.
 
     Args:
@@ -425,6 +579,8 @@ def plot_per_class_accuracy(per_class, class_names, path=None):
             `{"scratch": [...], "transfer": [...]}`.
         class_names: One name per class.
         path: Optional PNG path to save to.
+        sort: Order the classes by their mean accuracy over the models, best first, so the
+            hardest classes sit at the right end.
 
     Returns:
         The `LabFigure`.
@@ -433,18 +589,24 @@ def plot_per_class_accuracy(per_class, class_names, path=None):
         ValueError: If a model's accuracies are not one per class.
     """
     n, k = len(class_names), max(len(per_class), 1)
+    accuracies = {}
+    for name, values in per_class.items():
+        accuracies[name] = np.asarray(values, dtype=np.float64)
+        if accuracies[name].shape != (n,):
+            raise ValueError(
+                f"`per_class[{name!r}]` must hold one accuracy per class ({n}). "
+                f"Received: per_class[{name!r}] with shape {accuracies[name].shape}"
+            )
+    order = np.arange(n)
+    if sort and accuracies:
+        order = np.argsort(-np.mean(list(accuracies.values()), axis=0), kind="stable")
     fig = LabFigure(figsize=(max(6.0, 0.16 * n * (k + 1) + 1), 3.4), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / k
-    for j, (name, values) in enumerate(per_class.items()):
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != (n,):
-            raise ValueError(
-                f"`per_class[{name!r}]` must hold one accuracy per class ({n}). "
-                f"Received: per_class[{name!r}] with shape {values.shape}"
-            )
-        ax.bar(np.arange(n) + (j - (k - 1) / 2) * width, 100 * values, width, label=name)
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    for j, (name, values) in enumerate(accuracies.items()):
+        ax.bar(np.arange(n) + (j - (k - 1) / 2) * width, 100 * values[order], width, label=name)
+    ax.set_xticks(range(n), [class_names[i] for i in order], rotation=45, ha="right",
+                  fontsize=8)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")

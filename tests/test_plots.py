@@ -15,6 +15,16 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (17, 8, 8, 3), dtype=np.uint8
 LABELS = np.arange(17)
 
 
+AXIS = np.linspace(-1, 1, 5)
+GRID = {"alphas": AXIS, "betas": AXIS, "center_loss": 0.5,
+        "losses": 0.5 + 3 * (AXIS[:, None] ** 2 + 2 * AXIS[None, :] ** 2)}
+SWEEP = {"depths": [20, 56, 110], "seconds": [1, 2, 3],
+         "plain": {"grad_first": [1, 100, 1e5], "act_last": [0.6, 0.6, 0.6]},
+         "residual": {"grad_first": [0.5, 2, 5], "act_last": [1.5, 2.5, 3.6]}}
+RESPONSES = [{"block": f"conv{s}_block{b}", "stage": f"conv{s}", "ratio": 0.1 * s + 0.01 * b}
+             for s in (2, 3, 4) for b in (1, 2, 3)]
+
+
 def flip(batch, training=False):
     return batch[:, :, ::-1] if training else batch
 
@@ -48,6 +58,10 @@ MAKERS = {
                                         path=p),
     "gradcam": lambda p: plots.plot_gradcam(IMAGES[:2], [np.eye(3), np.ones((7, 5))],
                                             titles=["a", "b"], path=p),
+    "landscapes": lambda p: plots.plot_landscapes({"plain-56": GRID, "resnet-56": GRID},
+                                                  path=p),
+    "depth sweep": lambda p: plots.plot_depth_sweep(SWEEP, path=p),
+    "block responses": lambda p: plots.plot_block_responses({"resnet-20": RESPONSES}, path=p),
 }
 
 
@@ -155,3 +169,79 @@ def test_mixed_titles_name_each_class_with_its_weight():
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == [f"75% {data.CLASS_NAMES[3]}\n25% {data.CLASS_NAMES[7]}",
                       f"97% {data.CLASS_NAMES[1]}"]
+
+
+def test_landscapes_share_axes_and_contour_levels_and_mark_the_centre():
+    other = {**GRID, "losses": GRID["losses"] * 10}
+    fig = plots.plot_landscapes({"a": GRID, "b": other})
+    a, b = fig.axes[:2]
+    levels = [ax.collections[0].levels for ax in (a, b)]
+    np.testing.assert_allclose(levels[0], levels[1])
+    # Log-spaced from the lowest loss of all grids to the highest.
+    assert levels[0][0] == pytest.approx(0.5) and levels[0][-1] == pytest.approx(95, rel=1e-6)
+    np.testing.assert_allclose(np.diff(np.log(levels[0])), np.log(190) / 14, rtol=1e-6)
+    assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
+    assert all(list(ax.lines[0].get_xdata()) == [0] for ax in (a, b))
+    assert len(fig.axes) == 3  # two panels and one colour bar
+    fixed = plots.plot_landscapes({"a": GRID}, levels=[1, 2, 4])
+    assert list(fixed.axes[0].collections[0].levels) == [1, 2, 4]
+
+
+def test_depth_sweep_plots_both_quantities_on_log_axes():
+    fig = plots.plot_depth_sweep(SWEEP)
+    grad, act = fig.axes
+    assert grad.get_yscale() == act.get_yscale() == "log"
+    assert [list(line.get_ydata()) for line in grad.lines] == [[1, 100, 1e5], [0.5, 2, 5]]
+    assert [line.get_label() for line in act.lines] == ["plain", "residual"]
+
+
+def test_block_responses_one_line_per_network_with_stage_boundaries():
+    fig = plots.plot_block_responses({"a": RESPONSES, "b": RESPONSES[:3]})
+    ax = fig.axes[0]
+    curves = [line for line in ax.lines if line.get_label() in ("a", "b")]
+    np.testing.assert_allclose(curves[0].get_ydata(), [r["ratio"] for r in RESPONSES])
+    assert len(curves[1].get_xdata()) == 3
+    boundaries = [line.get_xdata()[0] for line in ax.lines if line not in curves]
+    assert boundaries == [3.5, 6.5]
+
+
+def test_degradation_marks_the_clean_training_error_and_pairs_the_deepest():
+    histories = {name: HISTORY for name in ("plain-20", "plain-56", "resnet-20", "resnet-56")}
+    results = {name: {"train_error": 0.1 * i} for i, name in enumerate(histories, 1)}
+    fig = plots.plot_degradation(histories, results=results)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["plain networks", "resnet networks", "plain-56 vs resnet-56"]
+    pair = fig.axes[2]
+    dots = {line.get_label(): line for line in pair.lines if line.get_marker() == "o"}
+    assert set(dots) == {"plain-56 train (clean, final)", "resnet-56 train (clean, final)"}
+    dot = dots["resnet-56 train (clean, final)"]
+    assert list(dot.get_xdata()) == [3] and list(dot.get_ydata()) == pytest.approx([40.0])
+    # Without results, no dots; without a pair of one depth, no third panel.
+    fig = plots.plot_degradation({"plain-20": HISTORY, "resnet-56": HISTORY})
+    assert len(fig.axes) == 2 and not any(line.get_marker() == "o" for line in
+                                          fig.axes[0].lines)
+
+
+def test_confusion_matrix_sorted_by_accuracy_and_most_confused_outlined():
+    names = ["a", "b", "c"]
+    matrix = np.array([[5, 5, 0], [0, 10, 0], [1, 3, 6]])
+    fig = plots.plot_confusion_matrix(matrix, names, sort=True, annotate_top=2)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "c", "a"]
+    marked = sorted(p.get_gid() for p in ax.patches if (p.get_gid() or "").startswith("conf"))
+    assert marked == ["confused a -> b", "confused c -> b"]
+    legend = next(t.get_text() for t in ax.texts if t.get_text().startswith("most confused"))
+    assert "1. a → b: 5" in legend and "2. c → b: 3" in legend
+    unsorted = plots.plot_confusion_matrix(matrix, names).axes[0]
+    assert [t.get_text() for t in unsorted.get_yticklabels()] == names
+
+
+def test_per_class_accuracy_sorted_best_first():
+    fig = plots.plot_per_class_accuracy({"a": [0.2, 0.9, 0.5], "b": [0.4, 0.7, 0.5]},
+                                        ["x", "y", "z"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["y", "z", "x"]
+    assert [bar.get_height() for bar in ax.patches][:3] == pytest.approx([90, 50, 20])
+    unsorted = plots.plot_per_class_accuracy({"a": [0.2, 0.9, 0.5]}, ["x", "y", "z"],
+                                             sort=False)
+    assert [t.get_text() for t in unsorted.axes[0].get_xticklabels()] == ["x", "y", "z"]
