@@ -263,7 +263,9 @@ def bottleneck_block(
     channels (`filters` by default) and expand to `4 * filters` (`EXPANSION["bottleneck"]`).
     A grouped 3x3 (`groups > 1`, Keras' `Conv2D(groups=...)`) makes it ResNeXt's block (Xie et
     al. 2017, Fig. 3(c)); a larger `width_per_group` makes it Wide ResNet's. Activation
-    ordering and shortcuts as in `basic_block`.
+    ordering and shortcuts as in `basic_block`. On TensorFlow 2.21's CPU kernels a grouped
+    Conv2D runs forward and backward (tested), but slowly: ResNeXt-50 infers at about 0.3x
+    ResNet-50's images/s for 1.1x its multiply-adds (`benchmarks/family.py`).
 
     Where the stride sits:
         `"v1"`: on the first 1x1 convolution (`{name}_1_conv`), as in the paper and

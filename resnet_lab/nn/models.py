@@ -3,10 +3,21 @@
 Three families share `_build` and its layer names (stem `conv1_*`, stages `conv2`, `conv3`, ...,
 blocks `conv2_block1_*`, head `avg_pool` / `predictions`):
 
-* ImageNet ResNet-18...152 (He et al. 2015, Table 1): `resnet`, `resnet18`, ..., `resnet152`.
+* ImageNet ResNet-18...152 (He et al. 2015, Table 1): `resnet`, `resnet18`, ..., `resnet152`,
+  and their descendants as data over the same stage table (`VARIANTS`): ResNeXt
+  (`resnext50_32x4d`, `resnext101_32x8d`, `resnext101_64x4d`), Wide ResNet (`wide_resnet50_2`,
+  `wide_resnet101_2`) with torchvision's exact counts, and timm's ResNet-D (`resnet50d`).
+* keras.applications' ResNet V2, layer for layer: `resnet_v2`, `resnet50v2`, ... (its own stem
+  and block, `blocks.keras_v2_block`, since keras' V2 is not He et al. 2016's network).
 * CIFAR ResNets of depth 6n+2 (He et al. 2015, Sec. 4.2): `cifar_resnet`, `plain_cifar`.
 * The lab's small from-scratch network: `build_resnet` with `SEED_STAGES`, and `scratch_model`,
   the same behind a `Rescaling` so that it takes pixels in 0..255 (`rescaled`).
+
+The ImageNet builders take keras.applications' arguments by the same names (`weights`,
+`input_tensor`, `input_shape`, `include_top`, `pooling`, `classes`, `classifier_activation`).
+For ImageNet inputs and labels use keras.applications' own `keras.applications.resnet.
+preprocess_input` (V1: caffe, BGR minus the mean), `keras.applications.resnet_v2.
+preprocess_input` (V2: scaled to -1..1) and `decode_predictions`: the lab re-exports none.
 
 The three levels of keras.applications: a block (`resnet_lab.nn.blocks`), a stage of blocks
 (`stage`, Keras' `stack`, d2l's `resnet_block`), one builder (`_build`).

@@ -195,6 +195,18 @@ def _check_same(what, name, source_value, target_value):
         )
 
 
+def _check_foldable(sources, targets):
+    """Every source conv bias the target drops must feed a BatchNorm named after the conv."""
+    for name, layer in sources.items():
+        if isinstance(layer, keras.layers.Conv2D) and layer.use_bias and not targets[name].use_bias:
+            bn = sources.get(name.removesuffix("_conv") + "_bn")
+            if not isinstance(bn, keras.layers.BatchNormalization) or bn.input is not layer.output:
+                raise ValueError(
+                    f"Cannot fold the bias of `{name}`: no BatchNormalization named after it "
+                    "takes its output."
+                )
+
+
 def _plan(source, target):
     """Pairs every target variable with its value; raises before anything is assigned."""
     source_layout = _layout(layer.name for layer in source.layers)
@@ -220,15 +232,7 @@ def _plan(source, target):
             "targets mirror keras.applications' ResNet v1."
         )
 
-    for name, layer in sources.items():
-        target_layer = targets.get(name)
-        if isinstance(layer, keras.layers.Conv2D) and layer.use_bias and not target_layer.use_bias:
-            bn = sources.get(name.removesuffix("_conv") + "_bn")
-            if not isinstance(bn, keras.layers.BatchNormalization) or bn.input is not layer.output:
-                raise ValueError(
-                    f"Cannot fold the bias of `{name}`: no BatchNormalization named after it "
-                    "takes its output."
-                )
+    _check_foldable(sources, targets)
     plan = []
     for name, target_layer in targets.items():
         source_layer = sources[name]
