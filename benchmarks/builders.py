@@ -97,3 +97,11 @@ def run(image_size=224, batch_size=32, repeats=5, train_batch_size=None, train_r
     results["_models"] = models
     results["_companions"] = extra
     return results
+
+
+def summary(result):
+    """Item 1's headline: ours against keras.applications in both phases."""
+    return [f"builders {phase}: ours/keras = {result[phase]['ratio_ours_over_keras']:.3f} "
+            f"(target >= {result['settings']['target_ratio']}: "
+            f"{'met' if result[phase]['target_met'] else 'NOT met'})"
+            for phase in ("inference", "train_step")]

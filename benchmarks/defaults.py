@@ -19,88 +19,24 @@ import subprocess
 import sys
 import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from benchmarks.harness import ROOT, interleaved, log, table
+from benchmarks.train_step import RECIPE, clear_built, scratch_train_function
 from resnet_lab import data as data_lib
 from resnet_lab import hardware, training
-from resnet_lab.nn import models
 
-CURRENT = {"jit_compile": False,
-           "dtype_policy": hardware.resolve_dtype_policy(training.SCRATCH_RECIPE["dtype_policy"]),
-           "batch_size": training.SCRATCH_RECIPE["batch_size"],
-           "steps_per_execution": training.SCRATCH_RECIPE["steps_per_execution"],
-           "image_size": training.SCRATCH_RECIPE["image_size"]}
+CURRENT = {"jit_compile": RECIPE.jit_compile,
+           "dtype_policy": hardware.resolve_dtype_policy(RECIPE.dtype_policy),
+           "batch_size": RECIPE.batch_size,
+           "steps_per_execution": RECIPE.steps_per_execution,
+           "image_size": RECIPE.image_size}
 # A setting replaces the current default only when it is this much faster (and its repeats
 # do not overlap the current one's, see `_choose`): smaller gaps are within the noise of a
 # shared 2-core machine.
 NOISE = 0.05
 THREADS = (("default", 0, 0), ("intra=1", 1, 0), ("intra=2", 2, 0), ("inter=1", 0, 1))
-
-
-_BUILT = {}  # one compiled model per setting, shared by items 3 and 4 of a run
-
-
-def scratch_train_function(batch_size=32, image_size=CURRENT["image_size"], jit_compile=False,
-                           steps_per_execution=1, images_per_call=128, seed=0,
-                           dtype_policy=None, network=None):
-    """The from-scratch model compiled with `SCRATCH_RECIPE`'s optimizer, and a timed call.
-
-    Built once per setting and process (compiling costs seconds); `call.model` is the model.
-
-    The call runs Keras' own train function (what `model.fit` runs per execution) on one
-    persistent iterator, so every call does the same work. A fresh iterator per call, as
-    `model.fit` makes per epoch, would add tf.data's start-up and teardown: `autotune`
-    measures that separately.
-
-    Args:
-        images_per_call: images per call at the current image size; scaled by the pixel
-            count for other sizes, rounded to whole batches and whole executions of
-            `steps_per_execution` steps.
-        network: `None` (the recipe's network), or a dict of `training.scratch_model`
-            arguments (`stages`, `stem_filters`, `stem_stride`) for another candidate.
-
-    Returns:
-        `(call, images)`: `call()` trains on `images` images and returns when it is done.
-    """
-    dtype_policy = dtype_policy or CURRENT["dtype_policy"]  # None: the recipe's
-    key = (batch_size, image_size, jit_compile, steps_per_execution, images_per_call, seed,
-           dtype_policy, json.dumps(network, sort_keys=True))
-    if key in _BUILT:
-        return _BUILT[key]
-    recipe = training.SCRATCH_RECIPE
-    training.set_seed(seed)
-    # "mixed_bfloat16" computes in bfloat16 (AVX-512 BF16 where the CPU has it), keeps float32
-    # weights; scratch_model sets the policy for this model only.
-    model = training.scratch_model(image_size=image_size, dtype_policy=dtype_policy,
-                                   **(network or {}))
-    # About the same compute per call whatever the size: cost grows with the pixel count.
-    scaled = images_per_call * (CURRENT["image_size"] / image_size) ** 2
-    steps = max(1, round(scaled / batch_size))
-    steps = max(steps_per_execution, steps - steps % steps_per_execution)
-    optimizer = training.make_optimizer(
-        recipe["optimizer"], recipe["learning_rate"], recipe["weight_decay"], recipe["epochs"],
-        steps_per_epoch=680 // batch_size, warmup_epochs=recipe["warmup_epochs"])
-    training.compile_model(model, optimizer, jit_compile=jit_compile,
-                           steps_per_execution=steps_per_execution)
-    rng = np.random.default_rng(seed)
-    x = tf.constant(rng.integers(0, 256, (batch_size, image_size, image_size, 3)), tf.float32)
-    y = tf.constant(rng.integers(0, 17, batch_size), tf.int32)
-    iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
-    model.make_train_function()
-    train_function = model.train_function
-    executions = steps // steps_per_execution
-
-    def call():
-        for _ in range(executions):
-            logs = train_function(iterator)
-        return float(logs["loss"])
-
-    call.model = model
-    _BUILT[key] = call, steps * batch_size
-    return _BUILT[key]
 
 
 def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
@@ -148,24 +84,18 @@ def fit_epochs(images, labels, values=(1, 4), repeats=4, per_class=(40, 20, 20),
     The in-memory timing above measures the train function alone; this is what a user waits
     for. Returns `{value: {"epoch_s", "times_s", "images_per_s"}}` and the ratio to the first.
     """
-    recipe = training.SCRATCH_RECIPE
     splits = data_lib.split_indices(labels, seed=seed, per_class=per_class)
-    batch_size = min(recipe["batch_size"], len(splits["train"]))
-    datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size, seed=seed)
-    train, val = (data_lib.one_hot_labels(datasets[k], int(labels.max()) + 1)
-                  for k in ("train", "val"))
-    if recipe["cutmix"]:
-        train = data_lib.cutmix(train, recipe["cutmix"], seed)
+    batch_size = min(RECIPE.batch_size, len(splits["train"]))
+    recipe = RECIPE.override(batch_size=batch_size, image_size=int(images.shape[1]))
+    # The recipe's own pipeline: augmentation, one-hot labels, CutMix.
+    datasets = training.classifier_datasets(images, labels, splits, recipe, seed)
+    train, val = datasets["train"], datasets["val"]
     functions = {}
     for value in values:
         training.set_seed(seed)
-        model = training.scratch_model(image_size=int(images.shape[1]))
-        optimizer = training.make_optimizer(recipe["optimizer"], recipe["learning_rate"],
-                                            recipe["weight_decay"], recipe["epochs"],
-                                            len(splits["train"]) // batch_size,
-                                            recipe["warmup_epochs"])
-        training.compile_model(model, optimizer, steps_per_execution=value, one_hot=True,
-                               label_smoothing=recipe["label_smoothing"])
+        run = recipe.override(steps_per_execution=value)
+        model = run.compile(run.build_model(data_lib.NUM_CLASSES),
+                            run.steps_per_epoch(len(splits["train"])))
         functions[f"steps_per_execution={value}"] = (
             lambda m=model: m.fit(train, validation_data=val, epochs=1, verbose=0, shuffle=False))
     timed = interleaved(functions, repeats, what="4/7 defaults fit epochs")
@@ -287,7 +217,7 @@ def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 12
                             "images_per_call_note": "at the current image size; scaled by "
                                                     "pixels for other sizes",
                             "repeats": repeats, "noise_threshold": NOISE,
-                            "model": "training.scratch_model() + SCRATCH_RECIPE optimizer; "
+                            "model": "SCRATCH_RECIPE.build_model() + its optimizer; "
                                      "Keras' train function on an in-memory batch"}}
     base = speed[_key(CURRENT)]
     for dimension, values in dimensions.items():
@@ -331,7 +261,7 @@ def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 12
         baseline = functions[_key(CURRENT)].model
         # Let the other settings' models and iterators go before timing whole epochs.
         functions.clear()
-        _BUILT.clear()
+        clear_built()
         results["tf_data_autotune"] = autotune(images, labels, baseline, autotune_per_class,
                                                autotune_repeats)
         results["fit_steps_per_execution"] = fit_epochs(
@@ -419,3 +349,8 @@ def recommend(results):
             "batch_size_by_speed": batch["by_speed"], "image_size_fastest": size["fastest"],
             "dtype_policy_fastest": results["dtype_policy"]["fastest"],
             "line": line}
+
+
+def summary(result):
+    """Item 4's headline: the recommended defaults."""
+    return [f"recommended defaults: {result['recommended']['line']}"]

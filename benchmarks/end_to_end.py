@@ -130,6 +130,13 @@ def run(archive, out, quick=False, full=False):
     return results
 
 
+def summary(result):
+    """Item 6's headline: wall time and peak memory of each run measured."""
+    return [f"{name}: {r['wall_s']:.0f} s, peak {r['peak_rss_mib']:.0f} MiB "
+            f"(exit {r['returncode']})"
+            for name, r in result.items() if isinstance(r, dict) and "wall_s" in r]
+
+
 def _execute_notebook(path, workdir):
     import nbformat
     from nbclient import NotebookClient

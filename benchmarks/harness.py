@@ -20,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 _START = time.perf_counter()
 
 
+def default_data():
+    """`$RESNET_LAB_DATA`, else `../shared/data/17flowers.tgz` next to the repository."""
+    return os.environ.get("RESNET_LAB_DATA") or str(ROOT.parent / "shared" / "data" /
+                                                     "17flowers.tgz")
+
+
 def log(message):
     """Print a progress line stamped with the seconds since the benchmark started."""
     print(f"[{time.perf_counter() - _START:7.1f} s] {message}", flush=True)
@@ -131,3 +137,4 @@ def machine():
         "platform": platform.platform(),
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
     }
+

@@ -14,8 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.harness import log, table
-# Re-exported: `from benchmarks.limit import forward_flops` keeps working.
-from resnet_lab.nn.costs import forward_flops
+from resnet_lab.nn import costs
 
 
 def matmul_function(n=2048, count=4, dtype=tf.float32):
@@ -47,7 +46,7 @@ def run(builders, n=2048, count=4):
         count: matmuls per timed call.
     """
     log(f"5/7 machine limit: ResNet-50 against float32 matmul {n}x{n} (timed in item 1)")
-    flops = forward_flops(builders["_models"]["ours"])
+    flops = costs.forward_flops(builders["_models"]["ours"])
     matmul_flops = 2 * n**3 * count
     size = builders["settings"]["image_size"]
     timings = builders["_companions"]["matmul"]
@@ -76,3 +75,11 @@ def run(builders, n=2048, count=4):
           f"float32 matmul {n}x{n} timed in the same rounds",
           ("phase", "rate", "GFLOP", "GFLOP/s", "matmul GFLOP/s", "fraction"), rows)
     return results
+
+
+def summary(result):
+    """Item 5's headline: the fraction of the matmul rate in both phases."""
+    return [f"ResNet-50 reaches {result['inference']['fraction_of_matmul']:.0%} (inference) and "
+            f"{result['train_step']['fraction_of_matmul']:.0%} (training) of the float32 matmul "
+            f"rate ({result['inference']['matmul_gflops']:.0f} and "
+            f"{result['train_step']['matmul_gflops']:.0f} GFLOP/s in the same rounds)"]

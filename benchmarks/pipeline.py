@@ -17,10 +17,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.defaults import scratch_train_function
 from benchmarks.harness import interleaved, log, table
+from benchmarks.train_step import RECIPE, scratch_train_function
 from resnet_lab import data as data_lib
-from resnet_lab import training
 
 TARGET = 5.0  # pipeline images/s over the model's images/s
 
@@ -70,7 +69,6 @@ def decode(source, cache_root, sizes, cached_repeats=3):
 
 def feeding(images, labels, batch_size=32, repeats=3, model_images=128, seed=0):
     """Training-pipeline images/s against the from-scratch model's training images/s."""
-    recipe = training.SCRATCH_RECIPE
     splits = data_lib.split_indices(labels, seed=seed)
     train = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
                                    augment=True, seed=seed)["train"]
@@ -104,9 +102,9 @@ def feeding(images, labels, batch_size=32, repeats=3, model_images=128, seed=0):
     return {
         "settings": {"image_size": int(images.shape[1]), "batch_size": batch_size,
                      "augment": True, "images_per_epoch": per_epoch, "repeats": repeats,
-                     "model": "training.scratch_model() with SCRATCH_RECIPE: Keras' train "
+                     "model": "SCRATCH_RECIPE.build_model(): Keras' train "
                               "function on an in-memory batch (the model alone)",
-                     "recipe_image_size": recipe["image_size"], "target_ratio": TARGET},
+                     "recipe_image_size": RECIPE.image_size, "target_ratio": TARGET},
         "pipeline_images_per_s": round(pipeline, 1),
         "model_images_per_s": round(model, 1),
         "ratio_pipeline_over_model": round(pipeline / model, 3),
@@ -123,7 +121,7 @@ def feeding(images, labels, batch_size=32, repeats=3, model_images=128, seed=0):
 def run(source, cache_root, sizes=(64, 224), repeats=3, model_images=128):
     """Item 3. Returns `(results, {size: images}, labels)`; later items reuse the arrays."""
     decoded, arrays, labels = decode(source, cache_root, sizes)
-    size = training.SCRATCH_RECIPE["image_size"]
+    size = RECIPE.image_size
     if size not in arrays:
         arrays[size] = data_lib.load_flowers17(source, cache_root, (size, size),
                                                progress=False)[0]
@@ -145,3 +143,9 @@ def run(source, cache_root, sizes=(64, 224), repeats=3, model_images=128):
             "yes" if fed["ratio_pipeline_autotune_on_over_model"] >= TARGET else "NO")])
     return {"decode": decoded, "feeding": fed}, arrays, labels
 
+
+def summary(result):
+    """Item 3's headline: how far the pipeline outruns the model."""
+    fed = result["feeding"]
+    return [f"pipeline/model = {fed['ratio_pipeline_over_model']:.1f} (target >= "
+            f"{fed['settings']['target_ratio']:g}: {'met' if fed['target_met'] else 'NOT met'})"]

@@ -2,7 +2,7 @@
 
 For every candidate network of the recipe search (issue 11) and every dtype policy, the
 images/s of Keras' train function on an in-memory batch (as item 4 times it:
-`defaults.scratch_train_function`), the network's FLOPs per image (`costs.forward_flops`,
+`train_step.scratch_train_function`), the network's FLOPs per image (`costs.forward_flops`,
 training = 3x), the GFLOP/s that makes, and its fraction of the float32 matmul rate timed in
 the same interleaved rounds (`limit.matmul_function`). A bfloat16 matmul is timed too, so the
 table shows how much of bfloat16's headroom each network uses.
@@ -14,12 +14,12 @@ others it emulates them, and the table shows that as a slowdown rather than a ga
 
 import tensorflow as tf
 
-from benchmarks import defaults
 from benchmarks.harness import interleaved, log, table
-from resnet_lab import hardware, training
-from resnet_lab.nn import costs, models
+from benchmarks.train_step import RECIPE, scratch_train_function
+from resnet_lab import hardware
+from resnet_lab.nn import costs
 
-# Candidate networks: (name, scratch_model arguments, image size). The seed network of round
+# Candidate networks: (name, `ScratchRecipe` network fields, image size). The seed network of round
 # one; the same widths doubled behind a stride-2 stem (about its cost at 64 px, four times the
 # parameters); that wider network at 96 and 128 px; and the seed network's widths doubled at
 # full resolution (four times the cost).
@@ -59,7 +59,7 @@ def run(candidates=None, policies=POLICIES, batch_size=32, images_per_call=128, 
         for policy in policies:
             key = f"{name} {policy}"
             log(f"8/8 scratch speed: building {key}")
-            call, count = defaults.scratch_train_function(
+            call, count = scratch_train_function(
                 batch_size=batch_size, image_size=size, images_per_call=images_per_call,
                 dtype_policy=policy, network=network)
             functions[key], counts[key], models[key] = call, count, (name, policy, call.model)
@@ -100,7 +100,7 @@ def run(candidates=None, policies=POLICIES, batch_size=32, images_per_call=128, 
                          "flop_count": "analytic conv + dense, 2 FLOPs per multiply-add; "
                                        "training = 3x forward",
                          "measured": "Keras' train function on one in-memory batch "
-                                     "(benchmarks.defaults.scratch_train_function)"},
+                                     "(benchmarks.train_step.scratch_train_function)"},
             "matmul_gflops": {k.split()[1]: round(v, 1) for k, v in peak.items()},
             "matmul_timings": {k: timed[k] for k in matmul},
             "candidates": entries,
@@ -109,11 +109,18 @@ def run(candidates=None, policies=POLICIES, batch_size=32, images_per_call=128, 
 
 def _recipe_row(entries):
     """The row of the network and policy `training.SCRATCH_RECIPE` uses, if it was timed."""
-    recipe = training.SCRATCH_RECIPE
     for name, (network, size) in CANDIDATES.items():
-        same = all(tuple(map(tuple, recipe[k])) == tuple(map(tuple, v)) if k == "stages"
-                   else recipe[k] == v for k, v in network.items())
-        key = f"{name} {hardware.resolve_dtype_policy(recipe['dtype_policy'])}"
-        if same and size == recipe["image_size"] and key in entries:
+        same = RECIPE.override(network, image_size=size) == RECIPE
+        key = f"{name} {hardware.resolve_dtype_policy(RECIPE.dtype_policy)}"
+        if same and key in entries:
             return {"key": key, **entries[key]}
     return None
+
+
+def summary(result):
+    """Item 8's headline: the recipe's network, if it was among the candidates timed."""
+    row = result.get("recipe")
+    if not row:
+        return []
+    return [f"the recipe's network ({row['key']}): {row['images_per_s']:.0f} img/s, "
+            f"{row['fraction_of_float32_matmul']:.0%} of the float32 matmul rate"]

@@ -30,7 +30,8 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.intra)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
-    from benchmarks.defaults import CURRENT, scratch_train_function
+    from benchmarks.defaults import CURRENT
+    from benchmarks.train_step import scratch_train_function
 
     call, images = scratch_train_function(images_per_call=args.images, **CURRENT)
     start = time.perf_counter()

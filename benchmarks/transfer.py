@@ -57,10 +57,11 @@ def run(images, labels, per_class=(10, 5, 5), head_epochs=5, fine_tune_epochs=1,
         log(f"2/7 transfer: {name} features, {head_epochs} head epochs"
             + (f" + {fine} fine-tuning epoch(s)" if fine else ""))
         start = time.perf_counter()
-        _, result = transfer.train_transfer(
-            images, labels, splits, weights=None, head_epochs=head_epochs,
-            fine_tune_epochs=fine, cache_features=cache, batch_size=batch_size, seed=seed,
-            verbose=verbose)
+        settings = transfer.TransferSettings(
+            weights=None, image_size=int(size), head_epochs=head_epochs, fine_tune_epochs=fine,
+            cache_features=cache, batch_size=batch_size)
+        _, result = transfer.train_transfer(images, labels, splits, settings, seed=seed,
+                                            verbose=verbose)
         runs[name] = {
             "head_wall_time_s": result["head_wall_time_s"],
             "feature_time_s": result["feature_time_s"],
@@ -125,3 +126,10 @@ def run(images, labels, per_class=(10, 5, 5), head_epochs=5, fine_tune_epochs=1,
           f"{projected:.3f}; cached features == uncached head input on {check['batch']} "
           f"images: {check['equal']} (max |diff| {check['max_abs_diff']:.2g})\n", flush=True)
     return results
+
+
+def summary(result):
+    """Item 2's headline: cached against uncached head epochs."""
+    met = "met" if result["target_met"] else "NOT met"
+    return [f"transfer: cached/uncached = {result['ratio_cached_over_uncached']:.3f} (target <= "
+            f"{result['settings']['target_ratio']}: {met})"]

@@ -6,22 +6,33 @@ recorded as booleans, what was not measured says why, and the measuring tools th
 (FLOP count, peak memory of a child, thread settings) measure what they claim.
 """
 
+import importlib.util
 import json
 import math
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from helpers import run_python
 
 SECTIONS = ("machine", "builders", "transfer", "input_pipeline", "cpu_defaults",
-            "scratch_speed", "machine_limit", "end_to_end", "gpu")
+            "scratch_speed", "machine_limit", "end_to_end", "gpu", "family")
+
+
+def test_items_are_a_registry_of_numbered_modules():
+    """Every item is a record: a unique number, a name that is its module's, a results
+    section; both modes only set items that exist, and `--only` takes the names."""
+    from benchmarks import run
+
+    numbers = [item.number for item in run.ITEMS]
+    assert sorted(numbers) == list(range(1, len(run.ITEMS) + 1))
+    assert len({item.key for item in run.ITEMS}) == len(run.ITEMS)
+    for item in run.ITEMS:
+        assert importlib.util.find_spec(f"benchmarks.{item.name}") is not None, item.name
+        assert callable(item.run) and callable(item.summary)
+    for mode in run.MODES.values():
+        assert set(mode) <= set(run.NAMES)
+    with pytest.raises(SystemExit):
+        run.parse_args(["--only", "e2e"])  # the old name of item 6 is gone
 
 
 def _leaves(tree, path=()):
@@ -43,12 +54,8 @@ def _is_number(value):
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, tiny_archive):
     out = tmp_path_factory.mktemp("benchmarks")
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--data", str(tiny_archive),
-         "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    done = run_python("-m", "benchmarks.run", "--quick", "--data", tiny_archive, "--out", out,
+                      timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return json.loads((out / "results.json").read_text()), done.stdout
 
@@ -125,17 +132,21 @@ def test_peak_memory_is_the_childs_own_not_the_parents():
 
 @pytest.mark.slow
 def test_thread_worker_applies_the_setting_before_tensorflow_runs():
+    import subprocess
+
+    from helpers import ROOT
+
+    # The worker reads its commands on stdin, which `run_python` does not feed.
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.thread_worker", "--intra", "1", "--inter", "1",
          "--images", "32"],
         cwd=ROOT, input="run\nquit\n", capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    ready = json.loads([l for l in lines if l.startswith("READY ")][0][len("READY "):])
+    ready = json.loads([s for s in lines if s.startswith("READY ")][0][len("READY "):])
     assert ready["effective"] == [1, 1] and ready["images"] == 32
-    times = [float(l.split()[1]) for l in lines if l.startswith("TIME ")]
+    times = [float(s.split()[1]) for s in lines if s.startswith("TIME ")]
     assert len(times) == 1 and times[0] > 0
 
 
@@ -149,8 +160,9 @@ def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
     from resnet_lab.nn import costs
 
     # The FLOPs are the network's own, counted from its layers.
-    network = training.scratch_model(image_size=64, stages=((16, 2), (32, 2), (64, 2)),
-                                     stem_filters=16, stem_stride=1, dtype_policy="float32")
+    network = training.SCRATCH_RECIPE.override(
+        image_size=64, stages=((16, 2), (32, 2), (64, 2)), stem_filters=16, stem_stride=1,
+        dtype_policy="float32").build_model(17)
     assert entry["forward_gflop_per_image"] == pytest.approx(costs.forward_flops(network) / 1e9,
                                                              abs=1e-4)
     assert entry["params"] == network.count_params()
@@ -166,18 +178,17 @@ def test_time_to_accuracy_runs_the_cli_per_seed_and_budget(tmp_path, tiny_archiv
     run): it runs the real CLI, plans each budget's epochs from the first run, and writes the
     JSON, the plot and both tables."""
     from benchmarks import time_to_accuracy as tta
+    from resnet_lab import training
 
     assert tta.epochs_for(600, 60, 10) == 51  # (0.95 * 600 - 60) / 10 = 51
     assert tta.epochs_for(60, 100, 10) == 1  # never less than one epoch
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.time_to_accuracy", "--data", str(tiny_archive),
-         "--out", str(tmp_path), "--seeds", "0", "1", "--budgets", "0.4", "--epochs", "1",
-         "--image-size", "16"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    done = run_python("-m", "benchmarks.time_to_accuracy", "--data", tiny_archive, "--out",
+                      tmp_path, "--seeds", "0", "1", "--budgets", "0.4", "--epochs", "1",
+                      "--image-size", "16")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     results = json.loads((tmp_path / "time_to_accuracy.json").read_text())
+    assert results["recipe"]["epochs"] == 1 and results["recipe"]["image_size"] == 16
+    assert results["recipe"]["stages"] == [list(s) for s in training.SCRATCH_RECIPE.stages]
     assert [r["seed"] for r in results["seeds"]] == [0, 1]
     for run in results["seeds"]:
         assert run["epochs"] == 1 and "--seed" in run["command"]
