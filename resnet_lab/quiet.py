@@ -1,8 +1,8 @@
 """Hide TensorFlow's C++ start-up lines: an explicit call, made by the notebook and the CLI.
 
 TensorFlow 2.20+ prints `oneDNN custom operations are on ...` and `Could not find cuda
-drivers ...` before its absl logging starts, so `TF_CPP_MIN_LOG_LEVEL` no longer hides them and
-a notebook shows them in its first cell. Importing `resnet_lab` changes no process state;
+drivers ...` before its absl logging starts, and `failed call to cuInit` at its first device
+query, so `TF_CPP_MIN_LOG_LEVEL` no longer hides them and a notebook shows them in its cells. Importing `resnet_lab` changes no process state;
 calling `import_keras_quietly()` before anything imports TensorFlow does.
 """
 
@@ -36,6 +36,12 @@ def import_keras_quietly(level="3"):
     try:
         os.dup2(devnull, 2)
         import keras  # noqa: PLC0415
+
+        if keras.backend.backend() == "tensorflow":
+            # The first device query prints `failed call to cuInit` on machines without CUDA.
+            import tensorflow as tf  # noqa: PLC0415
+
+            tf.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)
