@@ -26,12 +26,6 @@ def test_forward_flops_descends_into_nested_models_and_counts_groups():
     assert costs.multiply_adds(outer) == grouped + 6 * 6 * 2 * 8
 
 
-def test_benchmarks_still_import_the_counter():
-    from benchmarks.limit import forward_flops
-
-    assert forward_flops is costs.forward_flops
-
-
 @pytest.fixture(scope="module")
 def resnet18_rows():
     model = models.resnet18()
