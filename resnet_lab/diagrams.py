@@ -31,6 +31,7 @@ Step = namedtuple("Step", "layer input output")
 BOX_W, BOX_H = 2.8, 0.56  # a layer box, in data units (one row = 1)
 SIDE_X = 3.3  # centre of the shortcut column
 RADIUS = 0.24  # the "+" node
+LABEL_CHARS = 18  # the longest label that fits a box at 9 points
 SCALE = 0.45  # inches per data unit
 XLIM = (-BOX_W / 2 - 0.1, SIDE_X + BOX_W / 2 + 0.1)
 TITLE_ROWS = 0.9  # room above the diagram for its title
@@ -165,7 +166,9 @@ def _box(ax, step, x, y):
         facecolor=COLORS.get(kind, OTHER_COLOR), edgecolor="0.3", lw=1, zorder=2,
         gid=step.layer.name,
     ))
-    ax.text(x, y, text, ha="center", va="center", fontsize=9, zorder=3)
+    # Long labels (a grouped convolution's) shrink to stay inside the box.
+    ax.text(x, y, text, ha="center", va="center", fontsize=min(9, 9 * LABEL_CHARS / len(text)),
+            zorder=3)
     if step.input.shape != step.output.shape:  # written beside the arrow leaving the box
         ax.text(x + 0.1, y - 0.5, _shape(step.output), ha="left", va="center", fontsize=7.5,
                 color="0.35", zorder=3)

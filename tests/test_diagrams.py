@@ -120,3 +120,16 @@ def test_two_blocks_are_rejected():
 def test_not_a_block_is_rejected():
     with pytest.raises(ValueError, match="Received: block="):
         diagrams.plot_block("conv")
+
+
+def test_a_grouped_convolution_is_labelled_with_its_groups(tmp_path):
+    x = keras.Input((8, 8, 64))
+    y = keras.layers.Conv2D(128, 3, padding="same", groups=32, use_bias=False, name="g")(x)
+    ax = diagrams.plot_block(keras.Model(x, y)).axes[0]
+    assert "Conv 3×3, 128, groups 32" in texts(ax)
+    # A ResNeXt block (Xie et al. 2017) draws like the others, its 3x3 labelled grouped.
+    resnext = one_block(bottleneck_block, 256, 128, groups=32, width_per_group=4)
+    fig = diagrams.plot_block(resnext, path=tmp_path / "resnext.png")
+    grouped = [t for t in texts(fig.axes[0]) if "groups 32" in t]
+    assert grouped and all(t.startswith("Conv 3×3") for t in grouped)
+    assert drawn(fig.axes[0]) == block_layers(resnext)
