@@ -21,9 +21,10 @@ import sys
 import traceback
 from pathlib import Path
 
-# 340 training images (half of flowers_like's) / 32 = 10 steps an epoch.
-RECIPE = {"image_size": 16, "stages": ((8, 1),), "stem_filters": 8, "epochs": 2,
-          "batch_size": 32}
+# Changes to `SCRATCH_RECIPE` (applied after the strategy exists: importing the lab imports
+# TensorFlow). 340 training images (half of flowers_like's) / 32 = 10 steps an epoch.
+RECIPE_CHANGES = {"image_size": 16, "stages": ((8, 1),), "stem_filters": 8, "epochs": 2,
+                  "batch_size": 32, "augment": False}
 MODES = ("multi_worker", "mirrored", "one_worker")
 
 
@@ -45,7 +46,7 @@ def make_strategy(mode):
     raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
 
 
-def first_batch_labels(strategy, images, labels, splits):
+def first_batch_labels(strategy, images, labels, splits, batch_size):
     """Labels of the first training batch this process's replicas get, in replica order.
 
     A fresh copy of the pipeline `train_classifier` feeds to `fit`, distributed as Keras
@@ -53,7 +54,7 @@ def first_batch_labels(strategy, images, labels, splits):
     """
     from resnet_lab import data
 
-    datasets = data.make_datasets(images, labels, splits, RECIPE["batch_size"], augment=False)
+    datasets = data.make_datasets(images, labels, splits, batch_size, augment=False)
     train = datasets["train"]
     if strategy is None:
         return next(iter(train))[1].numpy().tolist()
@@ -67,15 +68,14 @@ def main(mode, out_dir):
 
     import numpy as np
 
-    from resnet_lab import training
+    from resnet_lab import results, training
     from resnet_lab.data.synthetic import flowers_like
 
-    images, labels, splits = flowers_like(RECIPE["image_size"])
+    recipe = training.SCRATCH_RECIPE.override(RECIPE_CHANGES)
+    images, labels, splits = flowers_like(recipe.image_size)
     splits = {name: index[::2] for name, index in splits.items()}  # half of each: faster
-    model, results = training.train_scratch(
-        images, labels, splits, RECIPE, strategy=strategy, augment=False, verbose=0,
-        out_dir=out_dir,
-    )
+    model, run = training.train_scratch(images, labels, splits, recipe, strategy=strategy,
+                                        verbose=0, out_dir=out_dir)
     resolver = getattr(strategy, "cluster_resolver", None)
     trainable = hashlib.sha256()
     for weight in model.trainable_weights:
@@ -85,11 +85,12 @@ def main(mode, out_dir):
         "task_id": resolver.task_id if resolver else 0,
         "cluster_workers": len(resolver.cluster_spec().as_dict()["worker"]) if resolver else 1,
         "num_replicas_in_sync": strategy.num_replicas_in_sync if strategy else 1,
-        "loss": results["history"]["loss"],
+        "loss": run["history"]["loss"],
         "trainable_sha256": trainable.hexdigest(),
-        "first_batch_labels": first_batch_labels(strategy, images, labels, splits),
+        "first_batch_labels": first_batch_labels(strategy, images, labels, splits,
+                                                 recipe.batch_size),
     }
-    training.save_results(report, Path(out_dir) / "report.json")
+    results.save_results(report, Path(out_dir) / "report.json")
 
 
 if __name__ == "__main__":

@@ -3,20 +3,16 @@
 import keras
 import numpy as np
 import pytest
+from helpers import fixed_classifier
 
 from resnet_lab import evaluation
 
 
 def constant_classifier(num_classes, predicted, size=8):
-    """A model that always predicts `predicted`, with `num_classes` outputs."""
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = keras.layers.Dense(num_classes, activation="softmax")
-    model = keras.Model(inputs, dense(x))
-    bias = np.zeros(num_classes, "float32")
-    bias[predicted] = 10.0
-    dense.set_weights([np.zeros((3, num_classes), "float32"), bias])
-    return model
+    """`fixed_classifier` that always predicts `predicted` (probability ~0.99)."""
+    probabilities = np.full(num_classes, 0.01 / (num_classes - 1))
+    probabilities[predicted] = 0.99
+    return fixed_classifier(probabilities, size)
 
 
 @pytest.mark.parametrize("num_classes", [10, 17, 30])
@@ -66,7 +62,7 @@ def test_classify_files_reads_any_size_and_format(tmp_path):
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    with pytest.raises(ValueError, match=r"notes.txt is not an image PIL can read"):
+    with pytest.raises(ValueError, match=r"notes.txt is not an image Pillow can read"):
         evaluation.classify_files(model, [text])
     with pytest.raises(ValueError, match=r"No file at"):
         evaluation.classify_files(model, [tmp_path / "missing.jpg"])
