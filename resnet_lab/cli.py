@@ -322,14 +322,27 @@ def cmd_gradients(args):
         print(f"{name:>10}: gradient norm spread over layers (max/min): "
               f"{_fold(norms['spread'])} raw, {_fold(norms['spread_per_parameter'])} per "
               f"parameter")
-    results.save_results({
-        "gradients": measured,
-        "gradient_batch": batch,
-        "settings": {"depths": args.depths, "image_size": args.image_size,
-                     "batch": args.batch, "seed": args.seed},
-    }, out / "gradients.json")
+    settings = {"depths": args.depths, "image_size": args.image_size, "batch": args.batch,
+                "seed": args.seed}
+    results.save_results({"gradients": measured, "gradient_batch": batch,
+                          "settings": settings}, out / "gradients.json")
     _plot_gradients(measured, "at initialisation", out, "gradients")
-    print(f"Wrote {out}/gradients.json, gradients.png and gradients_per_parameter.png")
+    # The same batch, by depth: first-conv gradient and last-stage activation scale.
+    sweep = analysis.depth_sweep(args.depths, images[batch], labels[batch],
+                                 image_size=args.image_size, num_classes=int(labels.max()) + 1,
+                                 seed=args.seed)
+    print(f"{'depth':>6} {'grad conv1 plain':>17} {'residual':>10} "
+          f"{'act std plain':>14} {'residual':>10} {'s':>6}")
+    for i, depth in enumerate(sweep["depths"]):
+        plain, residual = sweep["plain"], sweep["residual"]
+        print(f"{depth:>6} {plain['grad_first'][i]:>17.3g} {residual['grad_first'][i]:>10.3g} "
+              f"{plain['act_last'][i]:>14.3g} {residual['act_last'][i]:>10.3g} "
+              f"{sweep['seconds'][i]:>6.1f}")
+    results.save_results({**sweep, "gradient_batch": batch, "settings": settings},
+                         out / "depth_sweep.json")
+    plots.plot_depth_sweep(sweep, path=out / "depth_sweep.png")
+    print(f"Wrote {out}/gradients.json, gradients.png, gradients_per_parameter.png, "
+          f"depth_sweep.json and depth_sweep.png")
 
 
 def cmd_compare(args):
@@ -434,7 +447,8 @@ def build_parser():
     p.set_defaults(func=cmd_degradation, check=check_degradation)
 
     p = sub.add_parser("gradients", help="per-layer gradient norms at init, plain vs residual, "
-                                         "raw and per parameter")
+                                         "raw and per parameter; first-conv gradient and "
+                                         "last-stage activation scale by depth")
     _add_experiment_args(p)
     _image_size_arg(p, 32, f"square image size, >= {CIFAR_MIN_SIZE} (default: 32)")
     p.add_argument("--batch", type=int_in_range(1), default=64,

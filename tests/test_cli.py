@@ -266,6 +266,26 @@ def test_gradients_stratified_batch_both_spreads(tmp_path, tiny_archive, capsys)
     assert (out / "gradients.png").is_file() and (out / "gradients_per_parameter.png").is_file()
 
 
+def test_gradients_writes_the_depth_sweep(tmp_path, tiny_archive, capsys):
+    out = tmp_path / "out"
+    assert main("gradients", "--out", out, "--depths", "8", "14", "--image-size", "8",
+                "--batch", "17", "--data", tiny_archive, "--cache", tmp_path / "cache") == 0
+    lines = capsys.readouterr().out.splitlines()
+    sweep = json.loads((out / "depth_sweep.json").read_text())
+    assert sweep["depths"] == [8, 14] and len(sweep["seconds"]) == 2
+    saved = json.loads((out / "gradients.json").read_text())
+    assert sweep["gradient_batch"] == saved["gradient_batch"]  # one batch for both
+    for i, depth in enumerate((8, 14)):
+        for family, name in (("plain", "plain"), ("residual", "resnet")):
+            # The first convolution's gradient is the first of the per-layer norms.
+            assert sweep[family]["grad_first"][i] == pytest.approx(
+                saved["gradients"][f"{name}-{depth}"]["norm"][0], rel=1e-4)
+            assert sweep[family]["act_last"][i] > 0
+        row = next(line.split() for line in lines if line.split()[:1] == [str(depth)])
+        assert float(row[1]) == pytest.approx(sweep["plain"]["grad_first"][i], rel=1e-2)
+    assert (out / "depth_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_degradation_names_both_training_errors(tmp_path, tiny_archive, capsys):
     out = tmp_path / "out"
     assert main("degradation", "--out", out, "--depths", "8", "--epochs", "1", "--image-size",
