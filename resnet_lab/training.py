@@ -1,9 +1,13 @@
 """Compile and fit with defaults that suit small data on a CPU; the from-scratch recipe.
 
-Every run returns a plain `dict` (history, accuracies, per-class accuracy, confusion matrix,
-wall time, settings) that `resnet_lab.results.save_results` writes as JSON, so a notebook, the
-CLI and the benchmarks report the same numbers in the same shape. Measuring lives in
-`resnet_lab.evaluation`, JSON in `resnet_lab.results`.
+Settings are frozen dataclasses (`resnet_lab.settings`): `FitSettings` says how a classifier
+is fitted, `ScratchRecipe` adds the from-scratch network, and `SCRATCH_RECIPE` is the measured
+recipe; `SCRATCH_RECIPE.override(epochs=5)` changes a field (unknown names fail). A run is a
+composition of named phases that `resnet_lab.transfer` uses too: datasets, build and compile
+in the strategy's scope (`strategy_scope`), fit (`fit_timed`), measure, results
+(`run_results`) and save (`save_run`). Every run returns a plain `dict` (history, accuracies,
+per-class accuracy, confusion matrix, wall time, settings) that `resnet_lab.results` writes as
+JSON, so a notebook, the CLI and the benchmarks report the same numbers in the same shape.
 
 Two classic ways to get ~4% validation accuracy from scratch on these flowers, both avoided
 here: `fit(validation_split=0.2)` on a class-ordered list (the last 20% are 3.4 whole classes
