@@ -17,7 +17,7 @@ def run_python(*args, code=None, env=None, cwd=ROOT, timeout=600):
     Args:
         *args: Arguments after the interpreter, e.g. `"-m", "resnet_lab", "train"`.
         code: A script to run with `-c` instead (dedented first).
-        env: Variables added to the environment.
+        env: Variables added to the environment; a value of `None` removes the variable.
         cwd: Working folder (the repository root by default).
         timeout: Seconds before the process is killed and the test fails.
 
@@ -28,6 +28,7 @@ def run_python(*args, code=None, env=None, cwd=ROOT, timeout=600):
     if code is not None:
         command += ["-c", textwrap.dedent(code)]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    environment = {name: value for name, value in environment.items() if value is not None}
     return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=cwd,
                           timeout=timeout)
 
