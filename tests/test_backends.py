@@ -55,7 +55,7 @@ def test_blocks_and_resnet18_run_on_the_jax_backend():
                     model = keras.Model(x, y)
                     result = model(np.random.rand(2, 8, 8, 16).astype("float32"))
                     assert tuple(result.shape) == (2, 8 // stride, 8 // stride, out), result.shape
-        model = resnet18(input_shape=(64, 64, 3), num_classes=5)
+        model = resnet18(input_shape=(64, 64, 3), classes=5)
         probs = np.asarray(model(np.random.rand(2, 64, 64, 3).astype("float32"), training=False))
         assert probs.shape == (2, 5) and np.allclose(probs.sum(-1), 1, atol=1e-5)
         print("tensorflow" in sys.modules, type(model.layers[2].kernel.value).__module__)
