@@ -309,6 +309,16 @@ def most_confused(matrix, class_names, top=3):
     return [(class_names[i], class_names[j], int(off[i, j])) for i, j in pairs if off[i, j] > 0]
 
 
+def _train_one(build, images, labels, splits, fit, seed, verbose, name):
+    """Train one network; `(model, history, results)` with both training errors named."""
+    model, results = training.train_classifier(build, images, labels, splits, fit, seed=seed,
+                                               verbose=verbose, name=name)
+    history = results.pop("history")
+    results["running_train_error"] = 1 - history["accuracy"][-1]
+    results["train_error"] = 1 - results["train_accuracy"]
+    return model, history, results
+
+
 def degradation_experiment(
     images,
     labels,
@@ -366,16 +376,11 @@ def degradation_experiment(
                                        seed)
         out["gradients_init"].update(initial)
         for name, build in builders.items():
-            model, results = training.train_classifier(
-                build, images, labels, splits, fit, seed=seed, verbose=verbose, name=name,
-            )
+            model, history, results = _train_one(build, images, labels, splits, fit, seed,
+                                                 verbose, name)
             out["gradients_trained"][name] = layer_gradient_norms(model, images[batch],
                                                                   labels[batch])
-            history = results.pop("history")
-            results["running_train_error"] = 1 - history["accuracy"][-1]
-            results["train_error"] = 1 - results["train_accuracy"]
-            out["histories"][name] = history
-            out["results"][name] = results
+            out["histories"][name], out["results"][name] = history, results
             if keep_models:
                 out.setdefault("models", {})[name] = model
     out["gradient_batch"] = batch.tolist()

@@ -138,6 +138,24 @@ def _class_indices(class_index, probs):
     return tf.constant(indices, tf.int32)
 
 
+def _checked_path(model, layer_name):
+    """`_find_path`, refusing a missing layer or one without a 4-D output."""
+    path = _find_path(model, layer_name)
+    if path is None:
+        candidates = ", ".join(_spatial_layers(model)[-5:])
+        raise ValueError(
+            f"`layer_name` must name a layer of `model` or of a model nested in it; the last "
+            f"layers with a 4-D output are: {candidates}. Received: layer_name={layer_name!r}"
+        )
+    if len(path[-1].output.shape) != 4:
+        raise ValueError(
+            "`layer_name` must name a layer with a 4-D output (batch, height, width, "
+            f"channels); its output shape is {tuple(path[-1].output.shape)}. "
+            f"Received: layer_name={layer_name!r}"
+        )
+    return path
+
+
 def gradcam_heatmaps(model, images, layer_name, class_index=None):
     """Grad-CAM heatmaps of `images` at layer `layer_name` (Selvaraju et al. 2017).
 
@@ -162,19 +180,7 @@ def gradcam_heatmaps(model, images, layer_name, class_index=None):
         ValueError: If no layer is named `layer_name`, it is a model or its output is not
             4-D, a model above it is not a chain, or `class_index` is out of range.
     """
-    path = _find_path(model, layer_name)
-    if path is None:
-        candidates = ", ".join(_spatial_layers(model)[-5:])
-        raise ValueError(
-            f"`layer_name` must name a layer of `model` or of a model nested in it; the last "
-            f"layers with a 4-D output are: {candidates}. Received: layer_name={layer_name!r}"
-        )
-    if len(path[-1].output.shape) != 4:
-        raise ValueError(
-            "`layer_name` must name a layer with a 4-D output (batch, height, width, "
-            f"channels); its output shape is {tuple(path[-1].output.shape)}. "
-            f"Received: layer_name={layer_name!r}"
-        )
+    path = _checked_path(model, layer_name)
     steps = _steps(model, path)
     images = tf.cast(tf.convert_to_tensor(images), tf.float32)
     # Watch the images, not the weights: the gradient must flow through frozen layers too

@@ -365,6 +365,7 @@ def plot_landscapes(grids, path=None, levels=None):
     from matplotlib.colors import LogNorm
 
     losses = np.concatenate([np.ravel(grid["losses"]) for grid in grids.values()])
+    losses = losses[np.isfinite(losses)]  # a diverged corner must not hide the rest
     if levels is None:
         low, high = max(float(np.min(losses)), 1e-6), float(np.max(losses))
         levels = np.geomspace(low, high * (1 + 1e-9) if high > low else low * 2, 15)
@@ -380,7 +381,7 @@ def plot_landscapes(grids, path=None, levels=None):
         ax.set_aspect("equal")
     axes[0].set_ylabel("β (direction 2)")
     axes[0].legend(fontsize=8, loc="upper right")
-    fig.colorbar(contours, ax=list(axes), label="loss (log scale)")
+    fig.colorbar(contours, ax=list(axes), label="loss (log scale)", format="%.3g")
     return finish(fig, path)
 
 
