@@ -26,8 +26,14 @@ def build_pair(image_size):
     return {"ours": ours, "keras": theirs}
 
 
-def run(image_size=224, batch_size=32, repeats=5, train_batch_size=None, train_repeats=5,
-        companions=None):
+def run(
+    image_size=224,
+    batch_size=32,
+    repeats=5,
+    train_batch_size=None,
+    train_repeats=5,
+    companions=None,
+):
     """Measure inference and training-step images/s of both models, interleaved.
 
     Args:
@@ -44,8 +50,13 @@ def run(image_size=224, batch_size=32, repeats=5, train_batch_size=None, train_r
     train_batch_size = train_batch_size or batch_size
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 1, (batch_size, image_size, image_size, 3)), tf.float32)
-    x_train = x[:train_batch_size] if train_batch_size <= batch_size else tf.constant(
-        rng.uniform(0, 1, (train_batch_size, image_size, image_size, 3)), tf.float32)
+    x_train = (
+        x[:train_batch_size]
+        if train_batch_size <= batch_size
+        else tf.constant(
+            rng.uniform(0, 1, (train_batch_size, image_size, image_size, 3)), tf.float32
+        )
+    )
     y = rng.integers(0, 1000, train_batch_size).astype(np.int32)
 
     def infer(model):
@@ -53,29 +64,47 @@ def run(image_size=224, batch_size=32, repeats=5, train_batch_size=None, train_r
         return lambda: forward(x).numpy()
 
     def train(model):
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss="sparse_categorical_crossentropy")
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss="sparse_categorical_crossentropy",
+        )
         return lambda: float(np.asarray(model.train_on_batch(x_train, y)).ravel()[0])
 
     companions = companions or {}
-    inference = interleaved({**{k: infer(m) for k, m in models.items()}, **companions},
-                            repeats, what="1/7 builders inference")
-    training = interleaved({**{k: train(m) for k, m in models.items()}, **companions},
-                           train_repeats, what="1/7 builders train step")
-    extra = {name: {"inference": inference.pop(name), "train_step": training.pop(name)}
-             for name in companions}
+    inference = interleaved(
+        {**{k: infer(m) for k, m in models.items()}, **companions},
+        repeats,
+        what="1/7 builders inference",
+    )
+    training = interleaved(
+        {**{k: train(m) for k, m in models.items()}, **companions},
+        train_repeats,
+        what="1/7 builders train step",
+    )
+    extra = {
+        name: {"inference": inference.pop(name), "train_step": training.pop(name)}
+        for name in companions
+    }
 
     results = {
-        "settings": {"image_size": image_size, "batch_size": batch_size,
-                     "train_batch_size": train_batch_size, "dtype": "float32",
-                     "inference": "tf.function(model(x, training=False))",
-                     "train_step": "model.train_on_batch after compile(SGD(0.01, momentum=0.9))",
-                     "repeats": repeats, "train_repeats": train_repeats, "target_ratio": TARGET},
+        "settings": {
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "train_batch_size": train_batch_size,
+            "dtype": "float32",
+            "inference": "tf.function(model(x, training=False))",
+            "train_step": "model.train_on_batch after compile(SGD(0.01, momentum=0.9))",
+            "repeats": repeats,
+            "train_repeats": train_repeats,
+            "target_ratio": TARGET,
+        },
         "params": {k: int(m.count_params()) for k, m in models.items()},
     }
     rows = []
-    for phase, timed, batch in (("inference", inference, batch_size),
-                                ("train_step", training, train_batch_size)):
+    for phase, timed, batch in (
+        ("inference", inference, batch_size),
+        ("train_step", training, train_batch_size),
+    ):
         speeds = {k: batch / v["median_s"] for k, v in timed.items()}
         ratio = paired_speed_ratio(timed, "ours", "keras")
         results[phase] = {
@@ -88,12 +117,23 @@ def run(image_size=224, batch_size=32, repeats=5, train_batch_size=None, train_r
             "target_met": bool(ratio >= TARGET),
             "timings": timed,
         }
-        rows.append((phase, batch, speeds["ours"], speeds["keras"], ratio, f">= {TARGET}",
-                     "yes" if ratio >= TARGET else "NO"))
-    table(f"1. Builders: ResNet-50, {image_size}x{image_size}, float32 (median of "
-          f"{repeats} / {train_repeats} interleaved calls)",
-          ("phase", "batch", "ours img/s", "keras img/s", "ours/keras (paired)", "target",
-           "met"), rows)
+        rows.append(
+            (
+                phase,
+                batch,
+                speeds["ours"],
+                speeds["keras"],
+                ratio,
+                f">= {TARGET}",
+                "yes" if ratio >= TARGET else "NO",
+            )
+        )
+    table(
+        f"1. Builders: ResNet-50, {image_size}x{image_size}, float32 (median of "
+        f"{repeats} / {train_repeats} interleaved calls)",
+        ("phase", "batch", "ours img/s", "keras img/s", "ours/keras (paired)", "target", "met"),
+        rows,
+    )
     results["_models"] = models
     results["_companions"] = extra
     return results
@@ -101,7 +141,9 @@ def run(image_size=224, batch_size=32, repeats=5, train_batch_size=None, train_r
 
 def summary(result):
     """Item 1's headline: ours against keras.applications in both phases."""
-    return [f"builders {phase}: ours/keras = {result[phase]['ratio_ours_over_keras']:.3f} "
-            f"(target >= {result['settings']['target_ratio']}: "
-            f"{'met' if result[phase]['target_met'] else 'NOT met'})"
-            for phase in ("inference", "train_step")]
+    return [
+        f"builders {phase}: ours/keras = {result[phase]['ratio_ours_over_keras']:.3f} "
+        f"(target >= {result['settings']['target_ratio']}: "
+        f"{'met' if result[phase]['target_met'] else 'NOT met'})"
+        for phase in ("inference", "train_step")
+    ]

@@ -27,11 +27,13 @@ from benchmarks.train_step import RECIPE, clear_built, scratch_train_function
 from resnet_lab import data as data_lib
 from resnet_lab import hardware, training
 
-CURRENT = {"jit_compile": RECIPE.jit_compile,
-           "dtype_policy": hardware.resolve_dtype_policy(RECIPE.dtype_policy),
-           "batch_size": RECIPE.batch_size,
-           "steps_per_execution": RECIPE.steps_per_execution,
-           "image_size": RECIPE.image_size}
+CURRENT = {
+    "jit_compile": RECIPE.jit_compile,
+    "dtype_policy": hardware.resolve_dtype_policy(RECIPE.dtype_policy),
+    "batch_size": RECIPE.batch_size,
+    "steps_per_execution": RECIPE.steps_per_execution,
+    "image_size": RECIPE.image_size,
+}
 # A setting replaces the current default only when it is this much faster (and its repeats
 # do not overlap the current one's, see `_choose`): smaller gaps are within the noise of a
 # shared 2-core machine.
@@ -55,25 +57,35 @@ def autotune(images, labels, model, per_class=(40, 20, 20), repeats=3, seed=0):
     on.autotune.enabled, off.autotune.enabled = True, False
     pipelines = {"off": train.with_options(off), "on": train.with_options(on)}
     per_epoch = (len(splits["train"]) // 32) * 32
-    functions = {name: (lambda d=dataset: model.fit(d, epochs=1, verbose=0, shuffle=False))
-                 for name, dataset in pipelines.items()}
+    functions = {
+        name: (lambda d=dataset: model.fit(d, epochs=1, verbose=0, shuffle=False))
+        for name, dataset in pipelines.items()
+    }
     timed = interleaved(functions, repeats, what="4/7 defaults tf.data autotune")
     # Epoch times here can be bimodal (some epochs stall), and training pays the sum of its
     # epochs: judge by the mean epoch, not the median.
-    entries = {name: {"images_per_s": round(per_epoch / float(np.mean(t["times_s"])), 1),
-                      "epoch_s": round(float(np.mean(t["times_s"])), 3),
-                      "median_epoch_s": round(t["median_s"], 3),
-                      "first_call_s": t["first_call_s"], "times_s": t["times_s"],
-                      "speeds": [round(per_epoch / v, 2) for v in t["times_s"]]}
-               for name, t in timed.items()}
+    entries = {
+        name: {
+            "images_per_s": round(per_epoch / float(np.mean(t["times_s"])), 1),
+            "epoch_s": round(float(np.mean(t["times_s"])), 3),
+            "median_epoch_s": round(t["median_s"], 3),
+            "first_call_s": t["first_call_s"],
+            "times_s": t["times_s"],
+            "speeds": [round(per_epoch / v, 2) for v in t["times_s"]],
+        }
+        for name, t in timed.items()
+    }
     for entry in entries.values():
-        entry["ratio_vs_current"] = round(entry["images_per_s"] /
-                                          entries["off"]["images_per_s"], 4)
+        entry["ratio_vs_current"] = round(entry["images_per_s"] / entries["off"]["images_per_s"], 4)
     result = _choose(entries, "off", separated=False)
-    result["settings"] = {"images_per_epoch": per_epoch, "repeats": repeats,
-                          "image_size": int(images.shape[1]), "augment": True,
-                          "statistic": "mean epoch time",
-                          "measured": "model.fit(make_datasets(...)['train'], epochs=1)"}
+    result["settings"] = {
+        "images_per_epoch": per_epoch,
+        "repeats": repeats,
+        "image_size": int(images.shape[1]),
+        "augment": True,
+        "statistic": "mean epoch time",
+        "measured": "model.fit(make_datasets(...)['train'], epochs=1)",
+    }
     return result
 
 
@@ -94,22 +106,39 @@ def fit_epochs(images, labels, values=(1, 4), repeats=4, per_class=(40, 20, 20),
     for value in values:
         training.set_seed(seed)
         run = recipe.override(steps_per_execution=value)
-        model = run.compile(run.build_model(data_lib.NUM_CLASSES),
-                            run.steps_per_epoch(len(splits["train"])))
-        functions[f"steps_per_execution={value}"] = (
-            lambda m=model: m.fit(train, validation_data=val, epochs=1, verbose=0, shuffle=False))
+        model = run.compile(
+            run.build_model(data_lib.NUM_CLASSES), run.steps_per_epoch(len(splits["train"]))
+        )
+        functions[f"steps_per_execution={value}"] = lambda m=model: m.fit(
+            train, validation_data=val, epochs=1, verbose=0, shuffle=False
+        )
     timed = interleaved(functions, repeats, what="4/7 defaults fit epochs")
     per_epoch = (len(splits["train"]) // batch_size) * batch_size
     first = float(np.mean(timed[next(iter(timed))]["times_s"]))
-    results = {name: {"epoch_s": round(float(np.mean(t["times_s"])), 3), "times_s": t["times_s"],
-                      "images_per_s": round(per_epoch / float(np.mean(t["times_s"])), 1),
-                      "speedup": round(first / float(np.mean(t["times_s"])), 3)}
-               for name, t in timed.items()}
-    table(f"4. whole fit epochs of the recipe ({per_epoch} training images with CutMix, "
-          f"validation included, {images.shape[1]}x{images.shape[2]})",
-          ("setting", "mean epoch s", "epochs s", "img/s", "speed-up"),
-          [(n, r["epoch_s"], " ".join(f"{t:.3g}" for t in r["times_s"]), r["images_per_s"],
-            r["speedup"]) for n, r in results.items()])
+    results = {
+        name: {
+            "epoch_s": round(float(np.mean(t["times_s"])), 3),
+            "times_s": t["times_s"],
+            "images_per_s": round(per_epoch / float(np.mean(t["times_s"])), 1),
+            "speedup": round(first / float(np.mean(t["times_s"])), 3),
+        }
+        for name, t in timed.items()
+    }
+    table(
+        f"4. whole fit epochs of the recipe ({per_epoch} training images with CutMix, "
+        f"validation included, {images.shape[1]}x{images.shape[2]})",
+        ("setting", "mean epoch s", "epochs s", "img/s", "speed-up"),
+        [
+            (
+                n,
+                r["epoch_s"],
+                " ".join(f"{t:.3g}" for t in r["times_s"]),
+                r["images_per_s"],
+                r["speedup"],
+            )
+            for n, r in results.items()
+        ],
+    )
     return results
 
 
@@ -136,20 +165,36 @@ def threads(images_per_call, repeats, settings=THREADS):
     for one timed call each in turn, `repeats` rounds. Workers wait on stdin between calls.
     """
     workers, errors = {}, {}
-    log(f"4/7 defaults: starting {len(settings)} thread workers "
-        f"({', '.join(n for n, _, _ in settings)})")
+    log(
+        f"4/7 defaults: starting {len(settings)} thread workers "
+        f"({', '.join(n for n, _, _ in settings)})"
+    )
     for name, intra, inter in settings:
         errors[name] = tempfile.TemporaryFile("w+")
         workers[name] = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.thread_worker", "--intra", str(intra),
-             "--inter", str(inter), "--images", str(images_per_call)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors[name],
-            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.thread_worker",
+                "--intra",
+                str(intra),
+                "--inter",
+                str(inter),
+                "--images",
+                str(images_per_call),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors[name],
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
 
     def answer(name, tag):
         for line in workers[name].stdout:
             if line.startswith(tag + " "):
-                return line[len(tag) + 1:]
+                return line[len(tag) + 1 :]
         errors[name].seek(0)
         raise RuntimeError(f"thread worker {name} ended early:\n{errors[name].read()[-3000:]}")
 
@@ -161,8 +206,10 @@ def threads(images_per_call, repeats, settings=THREADS):
                 worker.stdin.write("run\n")
                 worker.stdin.flush()
                 times[name].append(round(float(answer(name, "TIME")), 5))
-            log(f"4/7 defaults threads repeat {repeat + 1}/{repeats}: " +
-                ", ".join(f"{n} {t[-1]:.3g} s" for n, t in times.items()))
+            log(
+                f"4/7 defaults threads repeat {repeat + 1}/{repeats}: "
+                + ", ".join(f"{n} {t[-1]:.3g} s" for n, t in times.items())
+            )
     finally:
         for worker in workers.values():
             if worker.poll() is None:
@@ -181,18 +228,33 @@ def threads(images_per_call, repeats, settings=THREADS):
     out = {}
     for name, intra, inter in settings:
         images = ready[name]["images"]
-        out[name] = {"intra_op": intra, "inter_op": inter, "effective": ready[name]["effective"],
-                     "images_per_s": round(images / float(np.median(times[name])), 1),
-                     "first_call_s": ready[name]["first_call_s"], "times_s": times[name],
-                     "speeds": [round(images / t, 2) for t in times[name]]}
+        out[name] = {
+            "intra_op": intra,
+            "inter_op": inter,
+            "effective": ready[name]["effective"],
+            "images_per_s": round(images / float(np.median(times[name])), 1),
+            "first_call_s": ready[name]["first_call_s"],
+            "times_s": times[name],
+            "speeds": [round(images / t, 2) for t in times[name]],
+        }
     return out
 
 
-def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 128),
-        steps_per_execution=(1, 4, 8), image_sizes=(48, 64, 96, 128),
-        dtype_policies=("float32", "mixed_bfloat16"), images_per_call=128,
-        repeats=3, thread_settings=THREADS, thread_repeats=3,
-        autotune_per_class=(40, 20, 20), autotune_repeats=5):
+def run(
+    images=None,
+    labels=None,
+    xla=(False, True),
+    batch_sizes=(16, 32, 64, 128),
+    steps_per_execution=(1, 4, 8),
+    image_sizes=(48, 64, 96, 128),
+    dtype_policies=("float32", "mixed_bfloat16"),
+    images_per_call=128,
+    repeats=3,
+    thread_settings=THREADS,
+    thread_repeats=3,
+    autotune_per_class=(40, 20, 20),
+    autotune_repeats=5,
+):
     """Item 4: images/s per setting, the fastest per dimension and the recommended defaults.
 
     Args:
@@ -208,74 +270,124 @@ def run(images=None, labels=None, xla=(False, True), batch_sizes=(16, 32, 64, 12
     functions, counts = {}, {}
     for key, config in configs.items():
         log(f"4/7 defaults: building {key}")
-        functions[key], counts[key] = scratch_train_function(images_per_call=images_per_call,
-                                                             **config)
+        functions[key], counts[key] = scratch_train_function(
+            images_per_call=images_per_call, **config
+        )
     timed = interleaved(functions, repeats, what="4/7 defaults")
     speed = {key: counts[key] / t["median_s"] for key, t in timed.items()}
 
-    results = {"settings": {"current_defaults": CURRENT, "images_per_call": images_per_call,
-                            "images_per_call_note": "at the current image size; scaled by "
-                                                    "pixels for other sizes",
-                            "repeats": repeats, "noise_threshold": NOISE,
-                            "model": "SCRATCH_RECIPE.build_model() + its optimizer; "
-                                     "Keras' train function on an in-memory batch"}}
+    results = {
+        "settings": {
+            "current_defaults": CURRENT,
+            "images_per_call": images_per_call,
+            "images_per_call_note": "at the current image size; scaled by pixels for other sizes",
+            "repeats": repeats,
+            "noise_threshold": NOISE,
+            "model": "SCRATCH_RECIPE.build_model() + its optimizer; "
+            "Keras' train function on an in-memory batch",
+        }
+    }
     base = speed[_key(CURRENT)]
     for dimension, values in dimensions.items():
         rows, entries = [], {}
         for value in values:
             key = _key({**CURRENT, dimension: value})
-            entries[str(value)] = {"images_per_s": round(speed[key], 1),
-                                   "ratio_vs_current": round(speed[key] / base, 4),
-                                   "first_call_s": timed[key]["first_call_s"],
-                                   "times_s": timed[key]["times_s"],
-                                   "speeds": [round(counts[key] / t, 2)
-                                              for t in timed[key]["times_s"]]}
+            entries[str(value)] = {
+                "images_per_s": round(speed[key], 1),
+                "ratio_vs_current": round(speed[key] / base, 4),
+                "first_call_s": timed[key]["first_call_s"],
+                "times_s": timed[key]["times_s"],
+                "speeds": [round(counts[key] / t, 2) for t in timed[key]["times_s"]],
+            }
         results[dimension] = _choose(entries, CURRENT[dimension])
         for value, entry in entries.items():
-            rows.append((value, entry["images_per_s"], entry["ratio_vs_current"],
-                         entry["first_call_s"], "fastest" if value == str(
-                             results[dimension]["fastest"]) else ""))
-        table(f"4. {dimension} (others at the current defaults {CURRENT})",
-              (dimension, "img/s", "vs current", "first call s (compiles)", ""), rows)
+            rows.append(
+                (
+                    value,
+                    entry["images_per_s"],
+                    entry["ratio_vs_current"],
+                    entry["first_call_s"],
+                    "fastest" if value == str(results[dimension]["fastest"]) else "",
+                )
+            )
+        table(
+            f"4. {dimension} (others at the current defaults {CURRENT})",
+            (dimension, "img/s", "vs current", "first call s (compiles)", ""),
+            rows,
+        )
 
     if thread_settings:
         thread_results = threads(images_per_call, thread_repeats, thread_settings)
-        entries = {name: {**r, "ratio_vs_current": round(
-            r["images_per_s"] / thread_results["default"]["images_per_s"], 4)}
-            for name, r in thread_results.items()}
+        entries = {
+            name: {
+                **r,
+                "ratio_vs_current": round(
+                    r["images_per_s"] / thread_results["default"]["images_per_s"], 4
+                ),
+            }
+            for name, r in thread_results.items()
+        }
         results["threads"] = _choose(entries, "default")
         results["threads"]["settings"] = {
-            "repeats": thread_repeats, "note": "one warm worker process per setting "
-            "(python -m benchmarks.thread_worker), timed in turn"}
-        table("4. threads (each in its own process; 0 = TensorFlow's choice)",
-              ("setting", "intra", "inter", "effective intra/inter", "img/s", "vs default",
-               ""),
-              [(n, r["intra_op"], r["inter_op"], "/".join(map(str, r["effective"])),
-                r["images_per_s"], r["ratio_vs_current"],
-                "fastest" if n == results["threads"]["fastest"] else "")
-               for n, r in entries.items()])
+            "repeats": thread_repeats,
+            "note": "one warm worker process per setting "
+            "(python -m benchmarks.thread_worker), timed in turn",
+        }
+        table(
+            "4. threads (each in its own process; 0 = TensorFlow's choice)",
+            ("setting", "intra", "inter", "effective intra/inter", "img/s", "vs default", ""),
+            [
+                (
+                    n,
+                    r["intra_op"],
+                    r["inter_op"],
+                    "/".join(map(str, r["effective"])),
+                    r["images_per_s"],
+                    r["ratio_vs_current"],
+                    "fastest" if n == results["threads"]["fastest"] else "",
+                )
+                for n, r in entries.items()
+            ],
+        )
     else:
-        results["threads"] = {"measured": False, "reason": "no thread settings asked for "
-                              "(--quick skips the subprocesses)"}
+        results["threads"] = {
+            "measured": False,
+            "reason": "no thread settings asked for (--quick skips the subprocesses)",
+        }
     if images is not None:
         baseline = functions[_key(CURRENT)].model
         # Let the other settings' models and iterators go before timing whole epochs.
         functions.clear()
         clear_built()
-        results["tf_data_autotune"] = autotune(images, labels, baseline, autotune_per_class,
-                                               autotune_repeats)
+        results["tf_data_autotune"] = autotune(
+            images, labels, baseline, autotune_per_class, autotune_repeats
+        )
         results["fit_steps_per_execution"] = fit_epochs(
-            images, labels, values=tuple(dict.fromkeys((CURRENT["steps_per_execution"], 4))),
-            repeats=autotune_repeats, per_class=autotune_per_class)
+            images,
+            labels,
+            values=tuple(dict.fromkeys((CURRENT["steps_per_execution"], 4))),
+            repeats=autotune_repeats,
+            per_class=autotune_per_class,
+        )
         a = results["tf_data_autotune"]
-        table(f"4. tf.data autotune: one model.fit epoch of the real training pipeline "
-              f"({a['settings']['images_per_epoch']} images, {images.shape[1]}x"
-              f"{images.shape[1]}, augment=True)",
-              ("autotune", "mean epoch s", "median epoch s", "img/s", "vs current",
-               "epochs s", ""),
-              [(n, r["epoch_s"], r["median_epoch_s"], r["images_per_s"], r["ratio_vs_current"],
-                " ".join(f"{t:.3g}" for t in r["times_s"]),
-                "fastest" if n == str(a["fastest"]) else "") for n, r in a["values"].items()])
+        table(
+            f"4. tf.data autotune: one model.fit epoch of the real training pipeline "
+            f"({a['settings']['images_per_epoch']} images, {images.shape[1]}x"
+            f"{images.shape[1]}, augment=True)",
+            ("autotune", "mean epoch s", "median epoch s", "img/s", "vs current", "epochs s", ""),
+            [
+                (
+                    n,
+                    r["epoch_s"],
+                    r["median_epoch_s"],
+                    r["images_per_s"],
+                    r["ratio_vs_current"],
+                    " ".join(f"{t:.3g}" for t in r["times_s"]),
+                    "fastest" if n == str(a["fastest"]) else "",
+                )
+                for n, r in a["values"].items()
+            ],
+        )
     else:
         results["tf_data_autotune"] = {"measured": False, "reason": "no images given"}
     results["recommended"] = recommend(results)
@@ -295,9 +407,14 @@ def _choose(entries, current, separated=True):
     gain = entries[fastest]["images_per_s"] / entries[current]["images_per_s"]
     apart = min(entries[fastest]["speeds"]) > max(entries[current]["speeds"])
     chosen = fastest if gain > 1 + NOISE and (apart or not separated) else current
-    return {"values": entries, "current": current, "fastest": _parse(fastest),
-            "fastest_speedup_vs_current": round(gain, 4),
-            "fastest_repeats_separated": bool(apart), "by_speed": _parse(chosen)}
+    return {
+        "values": entries,
+        "current": current,
+        "fastest": _parse(fastest),
+        "fastest_speedup_vs_current": round(gain, 4),
+        "fastest_repeats_separated": bool(apart),
+        "by_speed": _parse(chosen),
+    }
 
 
 def _parse(text):
@@ -320,35 +437,43 @@ def recommend(results):
     pick["threads"] = results["threads"]["by_speed"] if measured else "default"
     threads = measured[str(pick["threads"])] if measured else {"intra_op": 0, "inter_op": 0}
     batch, size = results["batch_size"], results["image_size"]
-    line = (f"jit_compile={pick['jit_compile']}, "
-            f"steps_per_execution={pick['steps_per_execution']}, "
-            f"threads: intra_op={threads['intra_op']} inter_op={threads['inter_op']} "
-            f"({pick['threads']}{'' if measured else ', not measured'}); "
-            f"batch_size={batch['by_speed']} by speed "
-            f"(fastest {batch['fastest']}, x{batch['fastest_speedup_vs_current']:.2f} vs "
-            f"{batch['current']}; a larger batch means fewer steps per epoch: re-check "
-            f"accuracy before changing); image_size: fastest {size['fastest']} "
-            f"(x{size['fastest_speedup_vs_current']:.2f} vs {size['current']}), cost grows with "
-            f"pixels: choose it by accuracy, not speed; dtype policy: fastest "
-            f"{results['dtype_policy']['fastest']} "
-            f"(x{results['dtype_policy']['fastest_speedup_vs_current']:.2f} vs "
-            f"{results['dtype_policy']['current']}: check accuracy before changing)")
+    line = (
+        f"jit_compile={pick['jit_compile']}, "
+        f"steps_per_execution={pick['steps_per_execution']}, "
+        f"threads: intra_op={threads['intra_op']} inter_op={threads['inter_op']} "
+        f"({pick['threads']}{'' if measured else ', not measured'}); "
+        f"batch_size={batch['by_speed']} by speed "
+        f"(fastest {batch['fastest']}, x{batch['fastest_speedup_vs_current']:.2f} vs "
+        f"{batch['current']}; a larger batch means fewer steps per epoch: re-check "
+        f"accuracy before changing); image_size: fastest {size['fastest']} "
+        f"(x{size['fastest_speedup_vs_current']:.2f} vs {size['current']}), cost grows with "
+        f"pixels: choose it by accuracy, not speed; dtype policy: fastest "
+        f"{results['dtype_policy']['fastest']} "
+        f"(x{results['dtype_policy']['fastest_speedup_vs_current']:.2f} vs "
+        f"{results['dtype_policy']['current']}: check accuracy before changing)"
+    )
     if results.get("fit_steps_per_execution"):
         fit = results["fit_steps_per_execution"]
-        line += "; whole fit epochs: " + ", ".join(f"{k} x{v['speedup']:.2f}"
-                                                   for k, v in fit.items())
+        line += "; whole fit epochs: " + ", ".join(
+            f"{k} x{v['speedup']:.2f}" for k, v in fit.items()
+        )
     if results["tf_data_autotune"].get("values"):
         a = results["tf_data_autotune"]
-        line += (f"; tf.data autotune {a['by_speed']} (epoch x"
-                 f"{a['values']['on']['ratio_vs_current']:.2f} with it on)")
-    return {"jit_compile": pick["jit_compile"],
-            "tf_data_autotune": results["tf_data_autotune"].get("by_speed"),
-            "steps_per_execution": pick["steps_per_execution"],
-            "intra_op_parallelism_threads": threads["intra_op"],
-            "inter_op_parallelism_threads": threads["inter_op"],
-            "batch_size_by_speed": batch["by_speed"], "image_size_fastest": size["fastest"],
-            "dtype_policy_fastest": results["dtype_policy"]["fastest"],
-            "line": line}
+        line += (
+            f"; tf.data autotune {a['by_speed']} (epoch x"
+            f"{a['values']['on']['ratio_vs_current']:.2f} with it on)"
+        )
+    return {
+        "jit_compile": pick["jit_compile"],
+        "tf_data_autotune": results["tf_data_autotune"].get("by_speed"),
+        "steps_per_execution": pick["steps_per_execution"],
+        "intra_op_parallelism_threads": threads["intra_op"],
+        "inter_op_parallelism_threads": threads["inter_op"],
+        "batch_size_by_speed": batch["by_speed"],
+        "image_size_fastest": size["fastest"],
+        "dtype_policy_fastest": results["dtype_policy"]["fastest"],
+        "line": line,
+    }
 
 
 def summary(result):

@@ -41,26 +41,43 @@ def measure(command, env=None, log_path=None):
     """
     log_path = Path(log_path) if log_path else Path(os.devnull)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("r", suffix=".json") as report, \
-            open(log_path, "w") as output:
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as report, open(log_path, "w") as output:
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "benchmarks.end_to_end", "rusage",
-                               report.name, *map(str, command)], cwd=ROOT,
-                              env={**os.environ, **(env or {})}, stdout=output,
-                              stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.end_to_end",
+                "rusage",
+                report.name,
+                *map(str, command),
+            ],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
         wall = time.perf_counter() - start
         measured = json.loads(report.read() or "{}")
-    return {"command": " ".join(map(str, command)), "wall_s": round(wall, 2),
-            "peak_rss_mib": measured.get("peak_rss_mib"),
-            "returncode": measured.get("returncode", done.returncode), "log": str(log_path)}
+    return {
+        "command": " ".join(map(str, command)),
+        "wall_s": round(wall, 2),
+        "peak_rss_mib": measured.get("peak_rss_mib"),
+        "returncode": measured.get("returncode", done.returncode),
+        "log": str(log_path),
+    }
 
 
 def _rusage(report, command):
     child = subprocess.Popen(command)
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
-    Path(report).write_text(json.dumps({"peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-                                        "returncode": child.returncode}))
+    Path(report).write_text(
+        json.dumps(
+            {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "returncode": child.returncode}
+        )
+    )
     return child.returncode
 
 
@@ -75,10 +92,17 @@ def tiny_archive(folder):
 def notebook(archive, workdir, logs):
     """Execute ResNet50.ipynb in smoke mode (`RESNET_LAB_SMOKE=1`) against `archive`."""
     log(f"6/7 end to end: smoke notebook (nbclient, data {archive})")
-    env = {"RESNET_LAB_SMOKE": "1", "RESNET_LAB_DATA": str(archive),
-           "RESNET_LAB_CACHE": str(Path(workdir) / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = measure([sys.executable, "-m", "benchmarks.end_to_end", "notebook", NOTEBOOK,
-                      workdir], env, Path(logs) / "notebook.log")
+    env = {
+        "RESNET_LAB_SMOKE": "1",
+        "RESNET_LAB_DATA": str(archive),
+        "RESNET_LAB_CACHE": str(Path(workdir) / "cache"),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    result = measure(
+        [sys.executable, "-m", "benchmarks.end_to_end", "notebook", NOTEBOOK, workdir],
+        env,
+        Path(logs) / "notebook.log",
+    )
     return {**result, "data": str(archive), "env": "RESNET_LAB_SMOKE=1"}
 
 
@@ -86,14 +110,36 @@ def cli_train(model, archive, workdir, logs, extra=()):
     """`python -m resnet_lab train --model MODEL` into a fresh cache; wall time and peak RSS."""
     out = Path(workdir) / f"{model}_run"
     log(f"6/7 end to end: python -m resnet_lab train --model {model} {' '.join(extra)}")
-    command = [sys.executable, "-m", "resnet_lab", "train", "--model", model, "--data",
-               str(archive), "--cache", str(Path(workdir) / "cache"), "--out", str(out),
-               *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "resnet_lab",
+        "train",
+        "--model",
+        model,
+        "--data",
+        str(archive),
+        "--cache",
+        str(Path(workdir) / "cache"),
+        "--out",
+        str(out),
+        *extra,
+    ]
     result = measure(command, {"TF_CPP_MIN_LOG_LEVEL": "3"}, Path(logs) / f"{model}.log")
     if (out / "results.json").is_file():
         saved = json.loads((out / "results.json").read_text())
-        result.update({k: saved.get(k) for k in ("wall_time_s", "train_accuracy",
-                                                 "val_accuracy", "test_accuracy", "weights")})
+        result.update(
+            {
+                k: saved.get(k)
+                for k in (
+                    "wall_time_s",
+                    "train_accuracy",
+                    "val_accuracy",
+                    "test_accuracy",
+                    "weights",
+                )
+            }
+        )
         result["fit_wall_time_s"] = result.pop("wall_time_s")
     return result
 
@@ -101,18 +147,35 @@ def cli_train(model, archive, workdir, logs, extra=()):
 def run(archive, out, quick=False, full=False):
     """Item 6: smoke notebook (not with `quick`), and under `full` the CLI training runs."""
     logs = Path(out) / "logs"
-    results = {"settings": {"peak_memory": "ru_maxrss of the child and its descendants "
-                            "(os.wait4)", "quick": quick, "full": full}}
+    results = {
+        "settings": {
+            "peak_memory": "ru_maxrss of the child and its descendants (os.wait4)",
+            "quick": quick,
+            "full": full,
+        }
+    }
     with tempfile.TemporaryDirectory(prefix="e2e-", dir=out) as workdir:
         if quick:
-            results["notebook"] = {"measured": False, "reason": "skipped in --quick "
-                                   "(~70 s): run without --quick"}
+            results["notebook"] = {
+                "measured": False,
+                "reason": "skipped in --quick (~70 s): run without --quick",
+            }
             # A short real CLI run keeps the measurement path itself tested.
             log("6/7 end to end: python -m resnet_lab fetch (quick stand-in)")
             results["cli_fetch"] = measure(
-                [sys.executable, "-m", "resnet_lab", "fetch", "--data", str(archive),
-                 "--cache", str(Path(workdir) / "cache")], {"TF_CPP_MIN_LOG_LEVEL": "3"},
-                logs / "fetch.log")
+                [
+                    sys.executable,
+                    "-m",
+                    "resnet_lab",
+                    "fetch",
+                    "--data",
+                    str(archive),
+                    "--cache",
+                    str(Path(workdir) / "cache"),
+                ],
+                {"TF_CPP_MIN_LOG_LEVEL": "3"},
+                logs / "fetch.log",
+            )
         else:
             results["notebook"] = notebook(tiny_archive(workdir), workdir, logs)
         if full:
@@ -120,21 +183,29 @@ def run(archive, out, quick=False, full=False):
             results["transfer_full"] = {
                 **cli_train("transfer", archive, workdir, logs, ("--weights", "none")),
                 "label": "--weights none: random init, NOT transfer learning; timing only "
-                         f"({weights_status()})"}
+                f"({weights_status()})",
+            }
         else:
-            results["scratch_full"] = {"measured": False, "reason": "opt-in: --full (the "
-                                       "full 100-epoch scratch run takes 10+ minutes)"}
-            results["transfer_full"] = {"measured": False, "reason": f"opt-in: --full; "
-                                        f"{weights_status()}; --full times it with "
-                                        "--weights none, labelled"}
+            results["scratch_full"] = {
+                "measured": False,
+                "reason": "opt-in: --full (the full 100-epoch scratch run takes 10+ minutes)",
+            }
+            results["transfer_full"] = {
+                "measured": False,
+                "reason": f"opt-in: --full; "
+                f"{weights_status()}; --full times it with "
+                "--weights none, labelled",
+            }
     return results
 
 
 def summary(result):
     """Item 6's headline: wall time and peak memory of each run measured."""
-    return [f"{name}: {r['wall_s']:.0f} s, peak {r['peak_rss_mib']:.0f} MiB "
-            f"(exit {r['returncode']})"
-            for name, r in result.items() if isinstance(r, dict) and "wall_s" in r]
+    return [
+        f"{name}: {r['wall_s']:.0f} s, peak {r['peak_rss_mib']:.0f} MiB (exit {r['returncode']})"
+        for name, r in result.items()
+        if isinstance(r, dict) and "wall_s" in r
+    ]
 
 
 def _execute_notebook(path, workdir):
@@ -142,10 +213,12 @@ def _execute_notebook(path, workdir):
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=1200, kernel_name="python3",
-                   resources={"metadata": {"path": str(workdir)}}).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []))
+    NotebookClient(
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
+    text = "\n".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
     print(text)
     if "MISMATCH" in text:
         raise SystemExit("the notebook printed MISMATCH")
@@ -156,5 +229,7 @@ if __name__ == "__main__":
         sys.exit(_rusage(sys.argv[2], sys.argv[3:]))
     if len(sys.argv) == 4 and sys.argv[1] == "notebook":
         sys.exit(_execute_notebook(sys.argv[2], sys.argv[3]))
-    raise SystemExit("usage: python -m benchmarks.end_to_end rusage REPORT COMMAND... | "
-                     "notebook NOTEBOOK WORKDIR")
+    raise SystemExit(
+        "usage: python -m benchmarks.end_to_end rusage REPORT COMMAND... | "
+        "notebook NOTEBOOK WORKDIR"
+    )

@@ -22,8 +22,9 @@ _START = time.perf_counter()
 
 def default_data():
     """`$RESNET_LAB_DATA`, else `../shared/data/17flowers.tgz` next to the repository."""
-    return os.environ.get("RESNET_LAB_DATA") or str(ROOT.parent / "shared" / "data" /
-                                                     "17flowers.tgz")
+    return os.environ.get("RESNET_LAB_DATA") or str(
+        ROOT.parent / "shared" / "data" / "17flowers.tgz"
+    )
 
 
 def log(message):
@@ -137,4 +138,3 @@ def machine():
         "platform": platform.platform(),
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
     }
-

@@ -30,8 +30,12 @@ def matmul_function(n=2048, count=4, dtype=tf.float32):
     @tf.function
     def products():
         # Each sum forces its whole product; it costs n^2 adds next to 2 n^3 FLOPs.
-        return tf.add_n([tf.reduce_sum(tf.cast(tf.linalg.matmul(a + float(i), b), tf.float32))
-                         for i in range(count)])
+        return tf.add_n(
+            [
+                tf.reduce_sum(tf.cast(tf.linalg.matmul(a + float(i), b), tf.float32))
+                for i in range(count)
+            ]
+        )
 
     return (lambda: products().numpy()), 2 * n**3 * count
 
@@ -51,11 +55,15 @@ def run(builders, n=2048, count=4):
     size = builders["settings"]["image_size"]
     timings = builders["_companions"]["matmul"]
     results = {
-        "settings": {"matmul_n": n, "matmuls_per_call": count, "image_size": size,
-                     "flop_count": "analytic, conv + dense, 2 FLOPs per multiply-add; "
-                                   "training = 3x inference",
-                     "timing": "the matmul call is timed in the same interleaved rounds as "
-                               "item 1's inference and training calls"},
+        "settings": {
+            "matmul_n": n,
+            "matmuls_per_call": count,
+            "image_size": size,
+            "flop_count": "analytic, conv + dense, 2 FLOPs per multiply-add; "
+            "training = 3x inference",
+            "timing": "the matmul call is timed in the same interleaved rounds as "
+            "item 1's inference and training calls",
+        },
         "resnet50_forward_gflop_per_image": round(flops / 1e9, 4),
     }
     rows = []
@@ -63,23 +71,38 @@ def run(builders, n=2048, count=4):
         peak = matmul_flops / timings[phase]["median_s"] / 1e9
         speed = builders[phase]["ours_images_per_s"]
         achieved = factor * flops * speed / 1e9
-        results[phase] = {"images_per_s": speed, "gflops": round(achieved, 3),
-                          "matmul_gflops": round(peak, 2),
-                          "fraction_of_matmul": round(achieved / peak, 4),
-                          "matmul_timings": timings[phase]}
-        rows.append((phase, f"{speed:.3g} img/s", f"{factor * flops / 1e9:.3g} per img",
-                     achieved, peak, achieved / peak))
-    results["matmul_gflops"] = max(results[p]["matmul_gflops"] for p in ("inference",
-                                                                          "train_step"))
-    table(f"5. Distance to the machine's limit: ResNet-50 ({size}x{size}, ours, item 1) vs "
-          f"float32 matmul {n}x{n} timed in the same rounds",
-          ("phase", "rate", "GFLOP", "GFLOP/s", "matmul GFLOP/s", "fraction"), rows)
+        results[phase] = {
+            "images_per_s": speed,
+            "gflops": round(achieved, 3),
+            "matmul_gflops": round(peak, 2),
+            "fraction_of_matmul": round(achieved / peak, 4),
+            "matmul_timings": timings[phase],
+        }
+        rows.append(
+            (
+                phase,
+                f"{speed:.3g} img/s",
+                f"{factor * flops / 1e9:.3g} per img",
+                achieved,
+                peak,
+                achieved / peak,
+            )
+        )
+    results["matmul_gflops"] = max(results[p]["matmul_gflops"] for p in ("inference", "train_step"))
+    table(
+        f"5. Distance to the machine's limit: ResNet-50 ({size}x{size}, ours, item 1) vs "
+        f"float32 matmul {n}x{n} timed in the same rounds",
+        ("phase", "rate", "GFLOP", "GFLOP/s", "matmul GFLOP/s", "fraction"),
+        rows,
+    )
     return results
 
 
 def summary(result):
     """Item 5's headline: the fraction of the matmul rate in both phases."""
-    return [f"ResNet-50 reaches {result['inference']['fraction_of_matmul']:.0%} (inference) and "
-            f"{result['train_step']['fraction_of_matmul']:.0%} (training) of the float32 matmul "
-            f"rate ({result['inference']['matmul_gflops']:.0f} and "
-            f"{result['train_step']['matmul_gflops']:.0f} GFLOP/s in the same rounds)"]
+    return [
+        f"ResNet-50 reaches {result['inference']['fraction_of_matmul']:.0%} (inference) and "
+        f"{result['train_step']['fraction_of_matmul']:.0%} (training) of the float32 matmul "
+        f"rate ({result['inference']['matmul_gflops']:.0f} and "
+        f"{result['train_step']['matmul_gflops']:.0f} GFLOP/s in the same rounds)"
+    ]

@@ -70,8 +70,9 @@ def decode(source, cache_root, sizes, cached_repeats=3):
 def feeding(images, labels, batch_size=32, repeats=3, model_images=128, seed=0):
     """Training-pipeline images/s against the from-scratch model's training images/s."""
     splits = data_lib.split_indices(labels, seed=seed)
-    train = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
-                                   augment=True, seed=seed)["train"]
+    train = data_lib.make_datasets(
+        images, labels, splits, batch_size=batch_size, augment=True, seed=seed
+    )["train"]
     per_epoch = (len(splits["train"]) // batch_size) * batch_size
 
     def epoch():
@@ -92,19 +93,29 @@ def feeding(images, labels, batch_size=32, repeats=3, model_images=128, seed=0):
             raise AssertionError(f"an epoch yielded {count} images, expected {per_epoch}")
 
     model_step, model_images = scratch_train_function(
-        batch_size=batch_size, image_size=images.shape[1], images_per_call=model_images)
-    timed = interleaved({"pipeline": epoch, "pipeline_autotune_on": epoch_tuned,
-                         "model": model_step}, repeats, what="3/7 pipeline vs model")
+        batch_size=batch_size, image_size=images.shape[1], images_per_call=model_images
+    )
+    timed = interleaved(
+        {"pipeline": epoch, "pipeline_autotune_on": epoch_tuned, "model": model_step},
+        repeats,
+        what="3/7 pipeline vs model",
+    )
     pipeline = per_epoch / timed["pipeline"]["median_s"]
     tuned_speed = per_epoch / timed["pipeline_autotune_on"]["median_s"]
     model = model_images / timed["model"]["median_s"]
     split_bytes = sum(len(i) for i in splits.values()) * int(np.prod(images.shape[1:]))
     return {
-        "settings": {"image_size": int(images.shape[1]), "batch_size": batch_size,
-                     "augment": True, "images_per_epoch": per_epoch, "repeats": repeats,
-                     "model": "SCRATCH_RECIPE.build_model(): Keras' train "
-                              "function on an in-memory batch (the model alone)",
-                     "recipe_image_size": RECIPE.image_size, "target_ratio": TARGET},
+        "settings": {
+            "image_size": int(images.shape[1]),
+            "batch_size": batch_size,
+            "augment": True,
+            "images_per_epoch": per_epoch,
+            "repeats": repeats,
+            "model": "SCRATCH_RECIPE.build_model(): Keras' train "
+            "function on an in-memory batch (the model alone)",
+            "recipe_image_size": RECIPE.image_size,
+            "target_ratio": TARGET,
+        },
         "pipeline_images_per_s": round(pipeline, 1),
         "model_images_per_s": round(model, 1),
         "ratio_pipeline_over_model": round(pipeline / model, 3),
@@ -123,29 +134,63 @@ def run(source, cache_root, sizes=(64, 224), repeats=3, model_images=128):
     decoded, arrays, labels = decode(source, cache_root, sizes)
     size = RECIPE.image_size
     if size not in arrays:
-        arrays[size] = data_lib.load_flowers17(source, cache_root, (size, size),
-                                               progress=False)[0]
+        arrays[size] = data_lib.load_flowers17(source, cache_root, (size, size), progress=False)[0]
     fed = feeding(arrays[size], labels, repeats=repeats, model_images=model_images)
-    table("3a. Decoding the 1,360 real JPEGs (cold: fresh cache folder; cached: the .npy)",
-          ("size", "extract+verify s", "decode s", "cold img/s", "cached s", "cold/cached",
-           "cache MiB", "uint8"),
-          [(f"{s}x{s}", r["extract_verify_s"], r["decode_resize_s"], r["cold_images_per_s"],
-            r["cached_s"], r["ratio_cold_over_cached"], r["cache_mib"], r["is_uint8"])
-           for s, r in decoded.items()])
-    table(f"3b. Training pipeline (augment=True) vs from-scratch model, {size}x{size}, batch 32",
-          ("pipeline", "img/s", "model img/s", "pipeline/model", "target", "met"),
-          [("as shipped (autotune off)", fed["pipeline_images_per_s"],
-            fed["model_images_per_s"], fed["ratio_pipeline_over_model"], f">= {TARGET:g}",
-            "yes" if fed["target_met"] else "NO"),
-           ("autotune on", fed["pipeline_autotune_on_images_per_s"],
-            fed["model_images_per_s"], fed["ratio_pipeline_autotune_on_over_model"],
-            f">= {TARGET:g}",
-            "yes" if fed["ratio_pipeline_autotune_on_over_model"] >= TARGET else "NO")])
+    table(
+        "3a. Decoding the 1,360 real JPEGs (cold: fresh cache folder; cached: the .npy)",
+        (
+            "size",
+            "extract+verify s",
+            "decode s",
+            "cold img/s",
+            "cached s",
+            "cold/cached",
+            "cache MiB",
+            "uint8",
+        ),
+        [
+            (
+                f"{s}x{s}",
+                r["extract_verify_s"],
+                r["decode_resize_s"],
+                r["cold_images_per_s"],
+                r["cached_s"],
+                r["ratio_cold_over_cached"],
+                r["cache_mib"],
+                r["is_uint8"],
+            )
+            for s, r in decoded.items()
+        ],
+    )
+    table(
+        f"3b. Training pipeline (augment=True) vs from-scratch model, {size}x{size}, batch 32",
+        ("pipeline", "img/s", "model img/s", "pipeline/model", "target", "met"),
+        [
+            (
+                "as shipped (autotune off)",
+                fed["pipeline_images_per_s"],
+                fed["model_images_per_s"],
+                fed["ratio_pipeline_over_model"],
+                f">= {TARGET:g}",
+                "yes" if fed["target_met"] else "NO",
+            ),
+            (
+                "autotune on",
+                fed["pipeline_autotune_on_images_per_s"],
+                fed["model_images_per_s"],
+                fed["ratio_pipeline_autotune_on_over_model"],
+                f">= {TARGET:g}",
+                "yes" if fed["ratio_pipeline_autotune_on_over_model"] >= TARGET else "NO",
+            ),
+        ],
+    )
     return {"decode": decoded, "feeding": fed}, arrays, labels
 
 
 def summary(result):
     """Item 3's headline: how far the pipeline outruns the model."""
     fed = result["feeding"]
-    return [f"pipeline/model = {fed['ratio_pipeline_over_model']:.1f} (target >= "
-            f"{fed['settings']['target_ratio']:g}: {'met' if fed['target_met'] else 'NOT met'})"]
+    return [
+        f"pipeline/model = {fed['ratio_pipeline_over_model']:.1f} (target >= "
+        f"{fed['settings']['target_ratio']:g}: {'met' if fed['target_met'] else 'NOT met'})"
+    ]

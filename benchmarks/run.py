@@ -71,8 +71,11 @@ class Context:
 
         if size not in self.arrays:
             self.arrays[size], self.labels = load_flowers17(
-                self.args.data, cache_dir=self.out / "cache", image_size=(size, size),
-                progress=False)
+                self.args.data,
+                cache_dir=self.out / "cache",
+                image_size=(size, size),
+                progress=False,
+            )
         return self.arrays[size]
 
 
@@ -90,8 +93,9 @@ class Item:
 
 
 def _pipeline(context, settings):
-    result, decoded, context.labels = pipeline.run(context.args.data, context.out / "cache",
-                                                   **settings)
+    result, decoded, context.labels = pipeline.run(
+        context.args.data, context.out / "cache", **settings
+    )
     context.arrays.update(decoded)  # later items reuse the decoded images
     return result
 
@@ -99,8 +103,9 @@ def _pipeline(context, settings):
 def _builders(context, settings, with_matmul=None):
     """Item 1; with item 5 in the run, its reference matmul is timed in the same rounds."""
     with_matmul = "limit" in context.items if with_matmul is None else with_matmul
-    companions = ({"matmul": limit.matmul_function(**context.settings["limit"])[0]}
-                  if with_matmul else {})
+    companions = (
+        {"matmul": limit.matmul_function(**context.settings["limit"])[0]} if with_matmul else {}
+    )
     context.builders = builders.run(**settings, companions=companions)
     return {k: v for k, v in context.builders.items() if not k.startswith("_")}
 
@@ -123,8 +128,9 @@ def _defaults(context, settings):
 
 
 def _end_to_end(context, settings):
-    return end_to_end.run(context.args.data, context.out, quick=context.args.quick,
-                          full=context.args.full)
+    return end_to_end.run(
+        context.args.data, context.out, quick=context.args.quick, full=context.args.full
+    )
 
 
 def _items():
@@ -154,29 +160,58 @@ MODES = {
     "default": {
         # Training steps at batch 16: five repeats of both models fit the budget, three at
         # batch 32 did too but left the median at the mercy of one noisy call.
-        "builders": {"image_size": 224, "batch_size": 32, "repeats": 5,
-                     "train_batch_size": 16, "train_repeats": 5},
+        "builders": {
+            "image_size": 224,
+            "batch_size": 32,
+            "repeats": 5,
+            "train_batch_size": 16,
+            "train_repeats": 5,
+        },
         "limit": {"n": 2048, "count": 4},
-        "transfer": {"image_size": 224, "per_class": (8, 4, 4), "head_epochs": 5,
-                     "fine_tune_epochs": 1},
+        "transfer": {
+            "image_size": 224,
+            "per_class": (8, 4, 4),
+            "head_epochs": 5,
+            "fine_tune_epochs": 1,
+        },
         "pipeline": {"sizes": (64, 96, 224), "repeats": 3, "model_images": 128},
-        "defaults": {"images_per_call": 128, "repeats": 3, "thread_repeats": 3,
-                     "autotune_repeats": 5},
+        "defaults": {
+            "images_per_call": 128,
+            "repeats": 3,
+            "thread_repeats": 3,
+            "autotune_repeats": 5,
+        },
         "scratch": {"images_per_call": 96, "repeats": 3},
     },
     "quick": {
         "builders": {"image_size": 32, "batch_size": 2, "repeats": 1, "train_repeats": 1},
         "limit": {"n": 512, "count": 1},
-        "transfer": {"image_size": 32, "per_class": (2, 1, 1), "head_epochs": 1,
-                     "fine_tune_epochs": 0},
+        "transfer": {
+            "image_size": 32,
+            "per_class": (2, 1, 1),
+            "head_epochs": 1,
+            "fine_tune_epochs": 0,
+        },
         "pipeline": {"sizes": (32, 64), "repeats": 1, "model_images": 64},
-        "defaults": {"xla": (False,), "batch_sizes": (32,), "steps_per_execution": (1,),
-                     "dtype_policies": ("float32",),
-                     "image_sizes": (64,), "images_per_call": 64, "repeats": 1,
-                     "thread_settings": (), "autotune_per_class": (4, 1, 1),
-                     "autotune_repeats": 1},
-        "scratch": {"candidates": ("seed 16-32-64 @64",), "policies": ("float32",),
-                    "images_per_call": 32, "repeats": 1, "matmul_n": 256},
+        "defaults": {
+            "xla": (False,),
+            "batch_sizes": (32,),
+            "steps_per_execution": (1,),
+            "dtype_policies": ("float32",),
+            "image_sizes": (64,),
+            "images_per_call": 64,
+            "repeats": 1,
+            "thread_settings": (),
+            "autotune_per_class": (4, 1, 1),
+            "autotune_repeats": 1,
+        },
+        "scratch": {
+            "candidates": ("seed 16-32-64 @64",),
+            "policies": ("float32",),
+            "images_per_call": 32,
+            "repeats": 1,
+            "matmul_n": 256,
+        },
         "family": {"image_size": 32, "batch_size": 2, "repeats": 1, "names": ("resnet18",)},
     },
 }
@@ -184,23 +219,34 @@ MODES = {
 
 def parse_args(argv=None):
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
-                                     description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 1)[1])
-    parser.add_argument("--data", default=default_data(),
-                        help="the flowers archive (default: $RESNET_LAB_DATA, else "
-                             "../shared/data/17flowers.tgz)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 1)[1],
+    )
+    parser.add_argument(
+        "--data",
+        default=default_data(),
+        help="the flowers archive (default: $RESNET_LAB_DATA, else ../shared/data/17flowers.tgz)",
+    )
     parser.add_argument("--out", default=str(OUT), help="output folder (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny settings, ~1-2 minutes")
-    parser.add_argument("--full", action="store_true",
-                        help="also time the full CLI training runs (10+ minutes more)")
-    parser.add_argument("--only", nargs="+", choices=NAMES, metavar="ITEM",
-                        help=f"run only these items ({', '.join(NAMES)})")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="also time the full CLI training runs (10+ minutes more)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=NAMES,
+        metavar="ITEM",
+        help=f"run only these items ({', '.join(NAMES)})",
+    )
     args = parser.parse_args(argv)
     if not Path(args.data).exists():
-        parser.error(f"--data: no such archive: {args.data} (set RESNET_LAB_DATA or pass "
-                     f"--data)")
+        parser.error(f"--data: no such archive: {args.data} (set RESNET_LAB_DATA or pass --data)")
     return args
 
 
@@ -216,15 +262,26 @@ def main(argv=None):
     # Keras' retracing warnings would bury the tables; the tracing cost is in the timings.
     tf.get_logger().setLevel("ERROR")
     names = tuple(item.name for item in selected)
-    log(f"resnet_lab benchmarks, mode {mode}{' + full' if args.full else ''}, items "
+    log(
+        f"resnet_lab benchmarks, mode {mode}{' + full' if args.full else ''}, items "
         f"{', '.join(names)}; data {args.data}; GPUs visible: "
-        f"{len(tf.config.list_physical_devices('GPU'))}")
+        f"{len(tf.config.list_physical_devices('GPU'))}"
+    )
     results = {
         "machine": machine(),
-        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run",
-                             *(argv if argv is not None else sys.argv[1:])]),
-        "mode": mode, "full": args.full, "data": str(args.data),
-        "started_unix": round(time.time()), "items": list(names),
+        "command": " ".join(
+            [
+                Path(sys.executable).name,
+                "-m",
+                "benchmarks.run",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        ),
+        "mode": mode,
+        "full": args.full,
+        "data": str(args.data),
+        "started_unix": round(time.time()),
+        "items": list(names),
     }
     path = out / "results.json"
     context = Context(args, out, names, MODES[mode])
@@ -239,11 +296,17 @@ def main(argv=None):
 
 def summary(results):
     """The headline of every item in `results`, in item order, one line each."""
-    lines = [f"{item.number}. {line}" for item in sorted(ITEMS, key=lambda i: i.number)
-             if item.key in results for line in item.summary(results[item.key])]
+    lines = [
+        f"{item.number}. {line}"
+        for item in sorted(ITEMS, key=lambda i: i.number)
+        if item.key in results
+        for line in item.summary(results[item.key])
+    ]
     m = results["machine"]
-    print(f"\nSummary ({m['cpu_model']}, {m['usable_cores']} cores, TF {m['tensorflow']}, "
-          f"Keras {m['keras']}; total {elapsed():.0f} s)")
+    print(
+        f"\nSummary ({m['cpu_model']}, {m['usable_cores']} cores, TF {m['tensorflow']}, "
+        f"Keras {m['keras']}; total {elapsed():.0f} s)"
+    )
     for line in lines:
         print("  " + line)
 

@@ -37,10 +37,15 @@ def main(argv=None):
     start = time.perf_counter()
     call()  # compiles
     first = time.perf_counter() - start
-    effective = [tf.config.threading.get_intra_op_parallelism_threads(),
-                 tf.config.threading.get_inter_op_parallelism_threads()]
-    print("READY " + json.dumps({"images": images, "first_call_s": round(first, 3),
-                                 "effective": effective}), flush=True)
+    effective = [
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    ]
+    print(
+        "READY "
+        + json.dumps({"images": images, "first_call_s": round(first, 3), "effective": effective}),
+        flush=True,
+    )
     for line in sys.stdin:
         if line.strip() == "quit":
             break

@@ -45,8 +45,20 @@ REUSE = 0.10  # a budget within 10% of the recipe's epochs is the recipe's run
 
 def run_command(seed, out, data, cache, epochs=None, image_size=None):
     """Run `python -m resnet_lab train --model scratch` once; its results and wall time."""
-    command = [sys.executable, "-m", "resnet_lab", "train", "--model", "scratch",
-               "--seed", str(seed), "--out", str(out), "--data", str(data)]
+    command = [
+        sys.executable,
+        "-m",
+        "resnet_lab",
+        "train",
+        "--model",
+        "scratch",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+    ]
     if cache:
         command += ["--cache", str(cache)]
     if epochs is not None:
@@ -55,8 +67,9 @@ def run_command(seed, out, data, cache, epochs=None, image_size=None):
         command += ["--image-size", str(image_size)]
     measured = measure(command, log_path=Path(out) / "log.txt")
     if measured["returncode"] != 0:
-        raise RuntimeError(f"{' '.join(command)} failed (exit {measured['returncode']}); see "
-                           f"{measured['log']}")
+        raise RuntimeError(
+            f"{' '.join(command)} failed (exit {measured['returncode']}); see {measured['log']}"
+        )
     results = json.loads((Path(out) / "results.json").read_text())
     return {
         "seed": seed,
@@ -79,8 +92,11 @@ def epochs_for(budget_s, overhead_s, epoch_s):
 
 def mean_std(runs, key):
     values = [r[key] for r in runs]
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 def plot(budgets, seeds, path):
@@ -92,18 +108,32 @@ def plot(budgets, seeds, path):
     points = sorted(budgets, key=lambda b: b["run"]["command_wall_s"])
     minutes = [b["run"]["command_wall_s"] / 60 for b in points]
     ax.plot(minutes, [100 * b["run"]["test_accuracy"] for b in points], "o-", label="test")
-    ax.plot(minutes, [100 * b["run"]["val_accuracy"] for b in points], "s--", alpha=0.6,
-            label="validation")
+    ax.plot(
+        minutes,
+        [100 * b["run"]["val_accuracy"] for b in points],
+        "s--",
+        alpha=0.6,
+        label="validation",
+    )
     for b, m in zip(points, minutes):
-        ax.annotate(f"{b['run']['epochs']} ep", (m, 100 * b["run"]["test_accuracy"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=8)
+        ax.annotate(
+            f"{b['run']['epochs']} ep",
+            (m, 100 * b["run"]["test_accuracy"]),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+        )
     if len(seeds) > 1:
-        ax.errorbar([statistics.fmean(r["command_wall_s"] for r in seeds) / 60],
-                    [100 * statistics.fmean(r["test_accuracy"] for r in seeds)],
-                    yerr=[100 * statistics.stdev(r["test_accuracy"] for r in seeds)],
-                    xerr=[statistics.stdev(r["command_wall_s"] for r in seeds) / 60],
-                    fmt="D", color="black", capsize=4,
-                    label=f"recipe, test, mean ± std of {len(seeds)} seeds")
+        ax.errorbar(
+            [statistics.fmean(r["command_wall_s"] for r in seeds) / 60],
+            [100 * statistics.fmean(r["test_accuracy"] for r in seeds)],
+            yerr=[100 * statistics.stdev(r["test_accuracy"] for r in seeds)],
+            xerr=[statistics.stdev(r["command_wall_s"] for r in seeds) / 60],
+            fmt="D",
+            color="black",
+            capsize=4,
+            label=f"recipe, test, mean ± std of {len(seeds)} seeds",
+        )
     for b in budgets:
         ax.axvline(b["budget_min"], color="grey", lw=0.8, ls=":")
     ax.set_xlabel("minutes for the whole command (2 CPU cores unless noted)")
@@ -116,20 +146,31 @@ def plot(budgets, seeds, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.time_to_accuracy",
-                                     description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.time_to_accuracy",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 1)[1],
+    )
     parser.add_argument("--data", default=default_data(), help="the flowers archive")
     parser.add_argument("--out", default=str(OUT), help="output folder (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS_MIN),
-                        metavar="MINUTES")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="override the recipe's epochs in the seed runs (smoke tests only: "
-                             "the measured runs use the recipe)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="override the recipe's image size in every run (smoke tests only)")
+    parser.add_argument(
+        "--budgets", type=float, nargs="+", default=list(BUDGETS_MIN), metavar="MINUTES"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="override the recipe's epochs in the seed runs (smoke tests only: "
+        "the measured runs use the recipe)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="override the recipe's image size in every run (smoke tests only)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.data).exists():
         parser.error(f"--data: no such archive: {args.data}")
@@ -138,35 +179,62 @@ def main(argv=None):
     out = Path(args.out)
     cache = out / "cache"
     # What the seed runs train: the recipe, with the smoke-test overrides (checked here).
-    recipe = RECIPE.override({k: v for k, v in (("epochs", args.epochs),
-                                                ("image_size", args.image_size)) if v})
-    results = {"machine": machine(), "command": " ".join(
-        ["python", "-m", "benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]),
-        "recipe": recipe.as_json(), "safety": SAFETY, "reuse_within": REUSE,
-        "overrides": {"epochs": args.epochs, "image_size": args.image_size}}
+    recipe = RECIPE.override(
+        {k: v for k, v in (("epochs", args.epochs), ("image_size", args.image_size)) if v}
+    )
+    results = {
+        "machine": machine(),
+        "command": " ".join(
+            ["python", "-m", "benchmarks.time_to_accuracy", *(argv or sys.argv[1:])]
+        ),
+        "recipe": recipe.as_json(),
+        "safety": SAFETY,
+        "reuse_within": REUSE,
+        "overrides": {"epochs": args.epochs, "image_size": args.image_size},
+    }
     path = out / "time_to_accuracy.json"
     started = time.perf_counter()
 
     seeds = []
     for seed in args.seeds:
         log(f"recipe, seed {seed}: python -m resnet_lab train --model scratch --seed {seed}")
-        seeds.append(run_command(seed, out / "time_to_accuracy" / f"recipe-seed{seed}",
-                                 args.data, cache, args.epochs, args.image_size))
+        seeds.append(
+            run_command(
+                seed,
+                out / "time_to_accuracy" / f"recipe-seed{seed}",
+                args.data,
+                cache,
+                args.epochs,
+                args.image_size,
+            )
+        )
         r = seeds[-1]
-        log(f"  {r['epochs']} epochs, command {r['command_wall_s']:.0f} s (fit "
+        log(
+            f"  {r['epochs']} epochs, command {r['command_wall_s']:.0f} s (fit "
             f"{r['fit_wall_s']:.0f} s): train {r['train_accuracy']:.3f}, val "
-            f"{r['val_accuracy']:.3f}, test {r['test_accuracy']:.3f}")
+            f"{r['val_accuracy']:.3f}, test {r['test_accuracy']:.3f}"
+        )
         results["seeds"] = seeds
         save_results(results, path)
-    results["summary"] = {key: mean_std(seeds, key) for key in
-                          ("train_accuracy", "val_accuracy", "test_accuracy", "command_wall_s",
-                           "fit_wall_s")}
+    results["summary"] = {
+        key: mean_std(seeds, key)
+        for key in (
+            "train_accuracy",
+            "val_accuracy",
+            "test_accuracy",
+            "command_wall_s",
+            "fit_wall_s",
+        )
+    }
 
     first = seeds[0]
     overhead = first["command_wall_s"] - first["fit_wall_s"]
     epoch_s = first["fit_wall_s"] / first["epochs"]
-    results["calibration"] = {"from_seed": first["seed"], "overhead_s": overhead,
-                              "epoch_s": epoch_s}
+    results["calibration"] = {
+        "from_seed": first["seed"],
+        "overhead_s": overhead,
+        "epoch_s": epoch_s,
+    }
     budgets = []
     for minutes in sorted(args.budgets):
         epochs = epochs_for(60 * minutes, overhead, epoch_s)
@@ -174,11 +242,26 @@ def main(argv=None):
             run, reused = first, True
         else:
             log(f"budget {minutes:g} min: {epochs} epochs, seed 0")
-            run, reused = run_command(0, out / "time_to_accuracy" / f"budget-{minutes:g}min",
-                                      args.data, cache, epochs, args.image_size), False
-        budgets.append({"budget_min": minutes, "planned_epochs": epochs,
-                        "reuses_recipe_run": reused, "run": run,
-                        "within_budget": run["command_wall_s"] <= 60 * minutes})
+            run, reused = (
+                run_command(
+                    0,
+                    out / "time_to_accuracy" / f"budget-{minutes:g}min",
+                    args.data,
+                    cache,
+                    epochs,
+                    args.image_size,
+                ),
+                False,
+            )
+        budgets.append(
+            {
+                "budget_min": minutes,
+                "planned_epochs": epochs,
+                "reuses_recipe_run": reused,
+                "run": run,
+                "within_budget": run["command_wall_s"] <= 60 * minutes,
+            }
+        )
         results["budgets"] = budgets
         save_results(results, path)
     results["total_wall_s"] = round(time.perf_counter() - started, 1)
@@ -186,25 +269,56 @@ def main(argv=None):
     plot(budgets, seeds, out / "time_to_accuracy.png")
 
     s = results["summary"]
-    table(f"Recipe over seeds {', '.join(map(str, args.seeds))} "
-          f"(python -m resnet_lab train --model scratch --seed S)",
-          ("seed", "epochs", "train", "val", "test", "test flip-TTA", "fit s", "command s"),
-          [(r["seed"], r["epochs"], r["train_accuracy"], r["val_accuracy"], r["test_accuracy"],
-            r["flip_tta_accuracy"]["test"], r["fit_wall_s"], r["command_wall_s"])
-           for r in seeds] +
-          [("mean ± std", "", *(f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}" for k in
-                                ("train_accuracy", "val_accuracy", "test_accuracy")),
-            "", f"{s['fit_wall_s']['mean']:.0f} ± {s['fit_wall_s']['std']:.0f}",
-            f"{s['command_wall_s']['mean']:.0f} ± {s['command_wall_s']['std']:.0f}")])
-    table(f"Test accuracy within a budget (seed 0; epochs planned from seed "
-          f"{first['seed']}'s run: {overhead:.0f} s fixed + {epoch_s:.2f} s per epoch)",
-          ("budget min", "epochs", "command s", "within", "val", "test", "test flip-TTA", ""),
-          [(b["budget_min"], b["run"]["epochs"], b["run"]["command_wall_s"],
-            b["within_budget"], b["run"]["val_accuracy"], b["run"]["test_accuracy"],
-            b["run"]["flip_tta_accuracy"]["test"],
-            "recipe run" if b["reuses_recipe_run"] else "") for b in budgets])
-    log(f"done in {results['total_wall_s']:.0f} s; wrote {path} and "
-        f"{out / 'time_to_accuracy.png'}")
+    table(
+        f"Recipe over seeds {', '.join(map(str, args.seeds))} "
+        f"(python -m resnet_lab train --model scratch --seed S)",
+        ("seed", "epochs", "train", "val", "test", "test flip-TTA", "fit s", "command s"),
+        [
+            (
+                r["seed"],
+                r["epochs"],
+                r["train_accuracy"],
+                r["val_accuracy"],
+                r["test_accuracy"],
+                r["flip_tta_accuracy"]["test"],
+                r["fit_wall_s"],
+                r["command_wall_s"],
+            )
+            for r in seeds
+        ]
+        + [
+            (
+                "mean ± std",
+                "",
+                *(
+                    f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}"
+                    for k in ("train_accuracy", "val_accuracy", "test_accuracy")
+                ),
+                "",
+                f"{s['fit_wall_s']['mean']:.0f} ± {s['fit_wall_s']['std']:.0f}",
+                f"{s['command_wall_s']['mean']:.0f} ± {s['command_wall_s']['std']:.0f}",
+            )
+        ],
+    )
+    table(
+        f"Test accuracy within a budget (seed 0; epochs planned from seed "
+        f"{first['seed']}'s run: {overhead:.0f} s fixed + {epoch_s:.2f} s per epoch)",
+        ("budget min", "epochs", "command s", "within", "val", "test", "test flip-TTA", ""),
+        [
+            (
+                b["budget_min"],
+                b["run"]["epochs"],
+                b["run"]["command_wall_s"],
+                b["within_budget"],
+                b["run"]["val_accuracy"],
+                b["run"]["test_accuracy"],
+                b["run"]["flip_tta_accuracy"]["test"],
+                "recipe run" if b["reuses_recipe_run"] else "",
+            )
+            for b in budgets
+        ],
+    )
+    log(f"done in {results['total_wall_s']:.0f} s; wrote {path} and {out / 'time_to_accuracy.png'}")
     return 0
 
 

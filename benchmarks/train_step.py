@@ -15,8 +15,11 @@ from resnet_lab import hardware, training
 RECIPE = training.SCRATCH_RECIPE
 # Training images of the standard split (`data.split_indices` on the whole data set): what
 # sets the recipe's steps per epoch, hence its schedule.
-TRAIN_IMAGES = len(data_lib.split_indices(
-    np.repeat(np.arange(data_lib.NUM_CLASSES), data_lib.IMAGES_PER_CLASS))["train"])
+TRAIN_IMAGES = len(
+    data_lib.split_indices(np.repeat(np.arange(data_lib.NUM_CLASSES), data_lib.IMAGES_PER_CLASS))[
+        "train"
+    ]
+)
 
 
 _BUILT = {}  # one compiled model per setting, shared by items 3, 4 and 8 of a run
@@ -27,9 +30,16 @@ def clear_built():
     _BUILT.clear()
 
 
-def scratch_train_function(batch_size=RECIPE.batch_size, image_size=RECIPE.image_size,
-                           jit_compile=False, steps_per_execution=1, images_per_call=128, seed=0,
-                           dtype_policy=None, network=None):
+def scratch_train_function(
+    batch_size=RECIPE.batch_size,
+    image_size=RECIPE.image_size,
+    jit_compile=False,
+    steps_per_execution=1,
+    images_per_call=128,
+    seed=0,
+    dtype_policy=None,
+    network=None,
+):
     """The from-scratch model compiled with `SCRATCH_RECIPE`'s optimizer, and a timed call.
 
     Shared by items 3, 4 and 8 (and item 4's thread workers).
@@ -53,12 +63,21 @@ def scratch_train_function(batch_size=RECIPE.batch_size, image_size=RECIPE.image
         `(call, images)`: `call()` trains on `images` images and returns when it is done.
     """
     dtype_policy = dtype_policy or hardware.resolve_dtype_policy(RECIPE.dtype_policy)
-    key = (batch_size, image_size, jit_compile, steps_per_execution, images_per_call, seed,
-           dtype_policy, json.dumps(network, sort_keys=True))
+    key = (
+        batch_size,
+        image_size,
+        jit_compile,
+        steps_per_execution,
+        images_per_call,
+        seed,
+        dtype_policy,
+        json.dumps(network, sort_keys=True),
+    )
     if key in _BUILT:
         return _BUILT[key]
-    recipe = RECIPE.override(network, batch_size=batch_size, image_size=image_size,
-                             dtype_policy=dtype_policy)
+    recipe = RECIPE.override(
+        network, batch_size=batch_size, image_size=image_size, dtype_policy=dtype_policy
+    )
     training.set_seed(seed)
     # "mixed_bfloat16" computes in bfloat16 (AVX-512 BF16 where the CPU has it), keeps float32
     # weights; the policy is set for this model only.
@@ -68,8 +87,9 @@ def scratch_train_function(batch_size=RECIPE.batch_size, image_size=RECIPE.image
     steps = max(1, round(scaled / batch_size))
     steps = max(steps_per_execution, steps - steps % steps_per_execution)
     optimizer = recipe.make_optimizer(recipe.steps_per_epoch(TRAIN_IMAGES))
-    training.compile_model(model, optimizer, jit_compile=jit_compile,
-                           steps_per_execution=steps_per_execution)
+    training.compile_model(
+        model, optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution
+    )
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.integers(0, 256, (batch_size, image_size, image_size, 3)), tf.float32)
     y = tf.constant(rng.integers(0, data_lib.NUM_CLASSES, batch_size), tf.int32)

@@ -47,8 +47,10 @@ class ProgressBar:
         """The line as shown: name, bar, count, elapsed seconds, postfix."""
         done = self.WIDTH * self.n // max(self.total, 1)
         bar = "#" * done + "." * (self.WIDTH - done)
-        return (f"{self.desc}: [{bar}] {self.n}/{self.total} {self.unit}, "
-                f"{time.perf_counter() - self._start:.0f} s{self.postfix}")
+        return (
+            f"{self.desc}: [{bar}] {self.n}/{self.total} {self.unit}, "
+            f"{time.perf_counter() - self._start:.0f} s{self.postfix}"
+        )
 
     def update(self, n=1, postfix=None):
         """Advance by `n` steps; `postfix` is a dict shown after the count."""

@@ -90,20 +90,32 @@ class FitSettings(Settings):
 
     def learning_rate_schedule(self, steps_per_epoch):
         """This run's warm-up then cosine schedule (`learning_rate_schedule`)."""
-        return learning_rate_schedule(self.learning_rate, self.epochs, steps_per_epoch,
-                                      self.warmup_epochs)
+        return learning_rate_schedule(
+            self.learning_rate, self.epochs, steps_per_epoch, self.warmup_epochs
+        )
 
     def make_optimizer(self, steps_per_epoch):
         """This run's optimizer (`make_optimizer`) for `steps_per_epoch` steps an epoch."""
-        return make_optimizer(self.optimizer, self.learning_rate, self.weight_decay,
-                              self.epochs, steps_per_epoch, self.warmup_epochs, self.ema)
+        return make_optimizer(
+            self.optimizer,
+            self.learning_rate,
+            self.weight_decay,
+            self.epochs,
+            steps_per_epoch,
+            self.warmup_epochs,
+            self.ema,
+        )
 
     def compile(self, model, steps_per_epoch):
         """Compile `model` with this run's optimizer, loss and execution options."""
-        return compile_model(model, self.make_optimizer(steps_per_epoch),
-                             jit_compile=self.jit_compile,
-                             steps_per_execution=self.steps_per_execution,
-                             one_hot=self.one_hot, label_smoothing=self.label_smoothing)
+        return compile_model(
+            model,
+            self.make_optimizer(steps_per_epoch),
+            jit_compile=self.jit_compile,
+            steps_per_execution=self.steps_per_execution,
+            one_hot=self.one_hot,
+            label_smoothing=self.label_smoothing,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +175,15 @@ class ScratchRecipe(FitSettings):
     def build_model(self, num_classes, name="scratch_resnet"):
         """The recipe's network (`resnet_lab.nn.models.scratch_model`), uncompiled."""
         return models.scratch_model(
-            image_size=self.image_size, num_classes=num_classes, stages=self.stages,
-            stem_filters=self.stem_filters, dropout=self.dropout, name=name,
-            stem_stride=self.stem_stride, dtype_policy=self.dtype_policy)
+            image_size=self.image_size,
+            num_classes=num_classes,
+            stages=self.stages,
+            stem_filters=self.stem_filters,
+            dropout=self.dropout,
+            name=name,
+            stem_stride=self.stem_stride,
+            dtype_policy=self.dtype_policy,
+        )
 
 
 # The from-scratch recipe, chosen on the validation split of the real flowers with this 2-core
@@ -240,16 +258,18 @@ def make_optimizer(
     decay = weight_decay or None
     averaging = {"use_ema": ema is not None, "ema_momentum": ema or 0.99}
     if name == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=decay,
-                                         **averaging)
+        optimizer = keras.optimizers.SGD(
+            schedule, momentum=0.9, nesterov=True, weight_decay=decay, **averaging
+        )
     else:
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **averaging)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer
 
 
-def compile_model(model, optimizer, jit_compile=False, steps_per_execution=1, one_hot=False,
-                  label_smoothing=0.0):
+def compile_model(
+    model, optimizer, jit_compile=False, steps_per_execution=1, one_hot=False, label_smoothing=0.0
+):
     """Compile `model` for integer (or one-hot) labels with accuracy; return it.
 
     Args:
@@ -313,8 +333,10 @@ class Progress(keras.callbacks.Callback):
         done = epoch + 1
         if self.every and (done % self.every == 0 or done == self._epochs):
             metrics = ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
-            line = (f"{self.name} epoch {done}/{self._epochs}: {metrics} "
-                    f"({time.perf_counter() - self._start:.0f} s)")
+            line = (
+                f"{self.name} epoch {done}/{self._epochs}: {metrics} "
+                f"({time.perf_counter() - self._start:.0f} s)"
+            )
             if self._bar is not None:
                 self._bar.write(line)
             else:
@@ -406,8 +428,15 @@ def fit_timed(model, train, validation, epochs, verbose="auto", name="fit", **op
     """
     keras_verbose, callbacks = fit_verbosity(verbose, name)
     start = time.perf_counter()
-    history = model.fit(train, validation_data=validation, epochs=epochs, verbose=keras_verbose,
-                        callbacks=callbacks, shuffle=False, **options)
+    history = model.fit(
+        train,
+        validation_data=validation,
+        epochs=epochs,
+        verbose=keras_verbose,
+        callbacks=callbacks,
+        shuffle=False,
+        **options,
+    )
     return history_dict(history), time.perf_counter() - start
 
 
@@ -454,8 +483,9 @@ def classifier_datasets(images, labels, splits, fit, seed):
     asks (`resnet_lab.data.make_datasets`)."""
     from resnet_lab import data as data_lib
 
-    datasets = data_lib.make_datasets(images, labels, splits, batch_size=fit.batch_size,
-                                      augment=fit.augment, seed=seed)
+    datasets = data_lib.make_datasets(
+        images, labels, splits, batch_size=fit.batch_size, augment=fit.augment, seed=seed
+    )
     if fit.one_hot:
         num_classes = int(labels.max()) + 1
         for split in ("train", "val"):
@@ -469,12 +499,28 @@ def classifier_datasets(images, labels, splits, fit, seed):
 
 def flip_tta_accuracy(model, images, labels, splits):
     """Validation and test accuracy with each prediction averaged with its mirror's."""
-    return {split: evaluation.evaluate(model, images[splits[split]], labels[splits[split]],
-                                       flip_tta=True)["accuracy"] for split in ("val", "test")}
+    return {
+        split: evaluation.evaluate(
+            model, images[splits[split]], labels[splits[split]], flip_tta=True
+        )["accuracy"]
+        for split in ("val", "test")
+    }
 
 
-def train_classifier(build_model, images, labels, splits, fit=FitSettings(), *, strategy=None,
-                     seed=0, verbose="auto", name="model", out_dir=None, extra_settings=None):
+def train_classifier(
+    build_model,
+    images,
+    labels,
+    splits,
+    fit=FitSettings(),
+    *,
+    strategy=None,
+    seed=0,
+    verbose="auto",
+    name="model",
+    out_dir=None,
+    extra_settings=None,
+):
     """Train a classifier on the flowers splits and measure it on all three.
 
     The phases: datasets (`classifier_datasets`), build and compile in the strategy's scope
@@ -511,8 +557,9 @@ def train_classifier(build_model, images, labels, splits, fit=FitSettings(), *, 
     datasets = classifier_datasets(images, labels, splits, fit, seed)
     with strategy_scope(strategy):
         model = fit.compile(build_model(), fit.steps_per_epoch(len(splits["train"])))
-    history, wall_time = fit_timed(model, datasets["train"], datasets["val"], fit.epochs,
-                                   verbose, name)
+    history, wall_time = fit_timed(
+        model, datasets["train"], datasets["val"], fit.epochs, verbose, name
+    )
     measured = evaluation.evaluate_splits(model, images, labels, splits)
     settings = {
         **fit.as_json(FitSettings.field_names()),
@@ -522,9 +569,16 @@ def train_classifier(build_model, images, labels, splits, fit=FitSettings(), *, 
         "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
         **(extra_settings or {}),
     }
-    results = run_results(name, "random init (trained from scratch)", measured, model, history,
-                          wall_time, settings,
-                          flip_tta_accuracy=flip_tta_accuracy(model, images, labels, splits))
+    results = run_results(
+        name,
+        "random init (trained from scratch)",
+        measured,
+        model,
+        history,
+        wall_time,
+        settings,
+        flip_tta_accuracy=flip_tta_accuracy(model, images, labels, splits),
+    )
     save_run(model, results, out_dir)
     return model, results
 
@@ -549,9 +603,11 @@ def train_scratch(images, labels, splits, recipe=SCRATCH_RECIPE, **options):
         ValueError: If the images are not at the recipe's size.
     """
     if not isinstance(recipe, ScratchRecipe):
-        raise TypeError("`recipe` must be a `ScratchRecipe`, e.g. "
-                        "`training.SCRATCH_RECIPE.override(epochs=5)`. "
-                        f"Received: recipe={recipe!r}")
+        raise TypeError(
+            "`recipe` must be a `ScratchRecipe`, e.g. "
+            "`training.SCRATCH_RECIPE.override(epochs=5)`. "
+            f"Received: recipe={recipe!r}"
+        )
     size = recipe.image_size
     if images.shape[1:3] != (size, size):
         raise ValueError(
@@ -560,7 +616,16 @@ def train_scratch(images, labels, splits, recipe=SCRATCH_RECIPE, **options):
         )
     num_classes = int(labels.max()) + 1
     options.setdefault("name", "scratch")
-    extra = {"recipe": recipe.as_json(recipe.network_fields()),
-             "dtype_policy_used": hardware.resolve_dtype_policy(recipe.dtype_policy)}
-    return train_classifier(lambda: recipe.build_model(num_classes), images, labels, splits,
-                            recipe, extra_settings=extra, **options)
+    extra = {
+        "recipe": recipe.as_json(recipe.network_fields()),
+        "dtype_policy_used": hardware.resolve_dtype_policy(recipe.dtype_policy),
+    }
+    return train_classifier(
+        lambda: recipe.build_model(num_classes),
+        images,
+        labels,
+        splits,
+        recipe,
+        extra_settings=extra,
+        **options,
+    )

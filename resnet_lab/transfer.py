@@ -87,11 +87,15 @@ class TransferSettings(Settings):
         check_positive_int("head_epochs", self.head_epochs)
         check_positive_int("batch_size", self.batch_size)
         if not is_count(self.fine_tune_epochs):
-            raise ValueError("`fine_tune_epochs` must be an integer >= 0. "
-                             f"Received: fine_tune_epochs={self.fine_tune_epochs!r}")
+            raise ValueError(
+                "`fine_tune_epochs` must be an integer >= 0. "
+                f"Received: fine_tune_epochs={self.fine_tune_epochs!r}"
+            )
         if not check_positive_int("image_size", self.image_size) >= MIN_IMAGE_SIZE:
-            raise ValueError(f"`image_size` must be >= {MIN_IMAGE_SIZE} (ResNet-50's total "
-                             f"stride). Received: image_size={self.image_size}")
+            raise ValueError(
+                f"`image_size` must be >= {MIN_IMAGE_SIZE} (ResNet-50's total "
+                f"stride). Received: image_size={self.image_size}"
+            )
         object.__setattr__(self, "fine_tune_stages", tuple(self.fine_tune_stages))
 
 
@@ -122,8 +126,9 @@ def imagenet_weights_path():
             message says which file to place where, with its md5.
     """
     try:
-        return keras.utils.get_file(WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models",
-                                    file_hash=WEIGHTS_MD5)
+        return keras.utils.get_file(
+            WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models", file_hash=WEIGHTS_MD5
+        )
     except Exception as error:  # Keras raises a bare Exception on a failed download.
         raise WeightsUnavailableError(
             f"Could not download the ImageNet weights for ResNet-50 ({error}).\n"
@@ -162,8 +167,7 @@ def build_backbone(weights="imagenet", input_shape=(224, 224, 3)):
             f"path of an existing weights file. Received: weights={weights!r}"
         )
     path = imagenet_weights_path() if weights == "imagenet" else weights
-    net = models.resnet50(include_top=False, pooling="avg", input_shape=input_shape,
-                          name=BACKBONE)
+    net = models.resnet50(include_top=False, pooling="avg", input_shape=input_shape, name=BACKBONE)
     if path is not None:
         porting.port_keras_weights(str(path), net)
     return freeze_batchnorm(net)
@@ -289,7 +293,7 @@ def _cached_features(model, images, splits, batch_size):
     extractor = feature_extractor(model)
     train, val = splits["train"], splits["val"]
     both = predict(extractor, images[np.concatenate([train, val])], batch_size)
-    features = {"train": both[:len(train)], "val": both[len(train):]}
+    features = {"train": both[: len(train)], "val": both[len(train) :]}
     return extractor, features, time.perf_counter() - start
 
 
@@ -298,16 +302,36 @@ def _fit_head_on_features(model, features, labels, splits, settings, strategy, s
     with training.strategy_scope(strategy):
         head = head_model(model)
         training.compile_model(head, keras.optimizers.Adam(settings.head_learning_rate))
-    batches = _feature_batches(features["train"], labels[splits["train"]], settings.batch_size,
-                               seed)
+    batches = _feature_batches(
+        features["train"], labels[splits["train"]], settings.batch_size, seed
+    )
     history, seconds = training.fit_timed(
-        head, batches, (features["val"], labels[splits["val"]]), settings.head_epochs, verbose,
-        "head", validation_batch_size=settings.batch_size)
+        head,
+        batches,
+        (features["val"], labels[splits["val"]]),
+        settings.head_epochs,
+        verbose,
+        "head",
+        validation_batch_size=settings.batch_size,
+    )
     return head, history, seconds
 
 
-def _fit_on_images(model, images, labels, splits, *, epochs, learning_rate, augment, batch_size,
-                   strategy, seed, verbose, name):
+def _fit_on_images(
+    model,
+    images,
+    labels,
+    splits,
+    *,
+    epochs,
+    learning_rate,
+    augment,
+    batch_size,
+    strategy,
+    seed,
+    verbose,
+    name,
+):
     """A phase on images (the uncached head, or fine-tuning): compile with Adam, fit.
 
     Returns:
@@ -315,8 +339,9 @@ def _fit_on_images(model, images, labels, splits, *, epochs, learning_rate, augm
     """
     from resnet_lab import data as data_lib
 
-    datasets = data_lib.make_datasets(images, labels, splits, batch_size=batch_size,
-                                      augment=augment, seed=seed)
+    datasets = data_lib.make_datasets(
+        images, labels, splits, batch_size=batch_size, augment=augment, seed=seed
+    )
     with training.strategy_scope(strategy):
         training.compile_model(model, keras.optimizers.Adam(learning_rate))
     return training.fit_timed(model, datasets["train"], datasets["val"], epochs, verbose, name)
@@ -332,14 +357,28 @@ def _head_phase(model, images, labels, splits, settings, on_images):
     """
     if not settings.cache_features:
         history, seconds = _fit_on_images(
-            model, images, labels, splits, epochs=settings.head_epochs,
-            learning_rate=settings.head_learning_rate, augment=False, name="head", **on_images)
+            model,
+            images,
+            labels,
+            splits,
+            epochs=settings.head_epochs,
+            learning_rate=settings.head_learning_rate,
+            augment=False,
+            name="head",
+            **on_images,
+        )
         return None, None, {}, 0.0, history, seconds
-    extractor, features, feature_time = _cached_features(model, images, splits,
-                                                         settings.batch_size)
+    extractor, features, feature_time = _cached_features(model, images, splits, settings.batch_size)
     head, history, seconds = _fit_head_on_features(
-        model, features, labels, splits, settings, on_images["strategy"], on_images["seed"],
-        on_images["verbose"])
+        model,
+        features,
+        labels,
+        splits,
+        settings,
+        on_images["strategy"],
+        on_images["seed"],
+        on_images["verbose"],
+    )
     return head, extractor, features, feature_time, history, seconds + feature_time
 
 
@@ -353,8 +392,9 @@ def _measure(model, head, extractor, features, images, labels, splits, batch_siz
         return evaluate_splits(model, images, labels, splits)
     for split in set(splits) - set(features):
         features[split] = predict(extractor, images[splits[split]], batch_size)
-    return {split: evaluate(head, features[split], labels[index])
-            for split, index in splits.items()}
+    return {
+        split: evaluate(head, features[split], labels[index]) for split, index in splits.items()
+    }
 
 
 def _check_images(images, settings):
@@ -366,8 +406,17 @@ def _check_images(images, settings):
         )
 
 
-def train_transfer(images, labels, splits, settings=TransferSettings(), *, strategy=None, seed=0,
-                   verbose="auto", out_dir=None):
+def train_transfer(
+    images,
+    labels,
+    splits,
+    settings=TransferSettings(),
+    *,
+    strategy=None,
+    seed=0,
+    verbose="auto",
+    out_dir=None,
+):
     """Transfer learning on the flowers splits: head on frozen features, then fine-tuning.
 
     The phases of `training.train_classifier` (build in the strategy's scope, fit, measure,
@@ -399,30 +448,50 @@ def train_transfer(images, labels, splits, settings=TransferSettings(), *, strat
     _check_images(images, settings)
     training.set_seed(seed)
     with training.strategy_scope(strategy):
-        model = build_transfer_model(int(labels.max()) + 1, settings.weights, images.shape[1:],
-                                     settings.dropout)
-    on_images = {"batch_size": settings.batch_size, "strategy": strategy, "seed": seed,
-                 "verbose": verbose}
+        model = build_transfer_model(
+            int(labels.max()) + 1, settings.weights, images.shape[1:], settings.dropout
+        )
+    on_images = {
+        "batch_size": settings.batch_size,
+        "strategy": strategy,
+        "seed": seed,
+        "verbose": verbose,
+    }
     head, extractor, features, feature_time, head_history, head_time = _head_phase(
-        model, images, labels, splits, settings, on_images)
+        model, images, labels, splits, settings, on_images
+    )
     fine_history, fine_time = {}, None
     if settings.fine_tune_epochs:
         with training.strategy_scope(strategy):
             unfreeze_top(model, settings.fine_tune_stages)
         fine_history, fine_time = _fit_on_images(
-            model, images, labels, splits, epochs=settings.fine_tune_epochs,
-            learning_rate=settings.fine_tune_learning_rate, augment=True, name="fine-tune",
-            **on_images)
+            model,
+            images,
+            labels,
+            splits,
+            epochs=settings.fine_tune_epochs,
+            learning_rate=settings.fine_tune_learning_rate,
+            augment=True,
+            name="fine-tune",
+            **on_images,
+        )
         head = None  # the backbone changed: cached features no longer hold
-    measured = _measure(model, head, extractor, features, images, labels, splits,
-                        settings.batch_size)
+    measured = _measure(
+        model, head, extractor, features, images, labels, splits, settings.batch_size
+    )
     results = training.run_results(
-        "transfer", weights_label(settings.weights), measured, model,
+        "transfer",
+        weights_label(settings.weights),
+        measured,
+        model,
         {**head_history, **{f"fine_tune_{k}": v for k, v in fine_history.items()}},
-        head_time + (fine_time or 0.0), _settings_json(settings, images, splits, seed),
+        head_time + (fine_time or 0.0),
+        _settings_json(settings, images, splits, seed),
         head_val_accuracy=head_history["val_accuracy"][-1],
-        feature_time_s=round(feature_time, 2), head_wall_time_s=round(head_time, 2),
-        fine_tune_wall_time_s=None if fine_time is None else round(fine_time, 2))
+        feature_time_s=round(feature_time, 2),
+        head_wall_time_s=round(head_time, 2),
+        fine_tune_wall_time_s=None if fine_time is None else round(fine_time, 2),
+    )
     training.save_run(model, results, out_dir)
     return model, results
 

@@ -23,8 +23,14 @@ from pathlib import Path
 
 # Changes to `SCRATCH_RECIPE` (applied after the strategy exists: importing the lab imports
 # TensorFlow). 340 training images (half of flowers_like's) / 32 = 10 steps an epoch.
-RECIPE_CHANGES = {"image_size": 16, "stages": ((8, 1),), "stem_filters": 8, "epochs": 2,
-                  "batch_size": 32, "augment": False}
+RECIPE_CHANGES = {
+    "image_size": 16,
+    "stages": ((8, 1),),
+    "stem_filters": 8,
+    "epochs": 2,
+    "batch_size": 32,
+    "augment": False,
+}
 MODES = ("multi_worker", "mirrored", "one_worker")
 
 
@@ -39,7 +45,8 @@ def make_strategy(mode):
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
         return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     if mode == "one_worker":
         return None
@@ -74,8 +81,9 @@ def main(mode, out_dir):
     recipe = training.SCRATCH_RECIPE.override(RECIPE_CHANGES)
     images, labels, splits = flowers_like(recipe.image_size)
     splits = {name: index[::2] for name, index in splits.items()}  # half of each: faster
-    model, run = training.train_scratch(images, labels, splits, recipe, strategy=strategy,
-                                        verbose=0, out_dir=out_dir)
+    model, run = training.train_scratch(
+        images, labels, splits, recipe, strategy=strategy, verbose=0, out_dir=out_dir
+    )
     resolver = getattr(strategy, "cluster_resolver", None)
     trainable = hashlib.sha256()
     for weight in model.trainable_weights:
@@ -87,8 +95,9 @@ def main(mode, out_dir):
         "num_replicas_in_sync": strategy.num_replicas_in_sync if strategy else 1,
         "loss": run["history"]["loss"],
         "trainable_sha256": trainable.hexdigest(),
-        "first_batch_labels": first_batch_labels(strategy, images, labels, splits,
-                                                 recipe.batch_size),
+        "first_batch_labels": first_batch_labels(
+            strategy, images, labels, splits, recipe.batch_size
+        ),
     }
     results.save_results(report, Path(out_dir) / "report.json")
 

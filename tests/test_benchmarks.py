@@ -14,8 +14,18 @@ import sys
 import pytest
 from helpers import run_python
 
-SECTIONS = ("machine", "builders", "transfer", "input_pipeline", "cpu_defaults",
-            "scratch_speed", "machine_limit", "end_to_end", "gpu", "family")
+SECTIONS = (
+    "machine",
+    "builders",
+    "transfer",
+    "input_pipeline",
+    "cpu_defaults",
+    "scratch_speed",
+    "machine_limit",
+    "end_to_end",
+    "gpu",
+    "family",
+)
 
 
 def test_items_are_a_registry_of_numbered_modules():
@@ -47,15 +57,15 @@ def _leaves(tree, path=()):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-        value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, tiny_archive):
     out = tmp_path_factory.mktemp("benchmarks")
-    done = run_python("-m", "benchmarks.run", "--quick", "--data", tiny_archive, "--out", out,
-                      timeout=900)
+    done = run_python(
+        "-m", "benchmarks.run", "--quick", "--data", tiny_archive, "--out", out, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return json.loads((out / "results.json").read_text()), done.stdout
 
@@ -97,14 +107,21 @@ def test_quick_run_checks_and_records_what_it_claims(quick):
         assert decoded["is_uint8"] and decoded["cache_bytes"] > 0
     assert results["cpu_defaults"]["recommended"]["line"]
     assert "recommended defaults:" in stdout
-    for title in ("1. Builders", "2. Transfer", "3a. Decoding", "3b. Training pipeline",
-                  "4. batch_size", "5. Distance", "7. GPU", "8. One training step",
-                  "4. whole fit epochs"):
+    for title in (
+        "1. Builders",
+        "2. Transfer",
+        "3a. Decoding",
+        "3b. Training pipeline",
+        "4. batch_size",
+        "5. Distance",
+        "7. GPU",
+        "8. One training step",
+        "4. whole fit epochs",
+    ):
         assert title in stdout
     e2e = results["end_to_end"]
     assert e2e["cli_fetch"]["returncode"] == 0 and e2e["cli_fetch"]["peak_rss_mib"] > 0
-    for unmeasured in (e2e["notebook"], e2e["scratch_full"], e2e["transfer_full"],
-                       results["gpu"]):
+    for unmeasured in (e2e["notebook"], e2e["scratch_full"], e2e["transfer_full"], results["gpu"]):
         assert unmeasured["measured"] is False and unmeasured["reason"]
     # The reasons report what this machine has, detected the same way here.
     import tensorflow as tf
@@ -113,8 +130,10 @@ def test_quick_run_checks_and_records_what_it_claims(quick):
 
     weights = keras_cache_path()
     expected = "ImageNet weights found" if weights.is_file() else "no ImageNet weights"
-    assert expected in e2e["transfer_full"]["reason"] and str(weights) in \
-        e2e["transfer_full"]["reason"]
+    assert (
+        expected in e2e["transfer_full"]["reason"]
+        and str(weights) in e2e["transfer_full"]["reason"]
+    )
     gpus = tf.config.list_physical_devices("GPU")
     assert results["gpu"]["gpus_visible"] == len(gpus)
     assert ("sees no GPU" in results["gpu"]["reason"]) == (not gpus)
@@ -138,13 +157,26 @@ def test_thread_worker_applies_the_setting_before_tensorflow_runs():
 
     # The worker reads its commands on stdin, which `run_python` does not feed.
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.thread_worker", "--intra", "1", "--inter", "1",
-         "--images", "32"],
-        cwd=ROOT, input="run\nquit\n", capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.thread_worker",
+            "--intra",
+            "1",
+            "--inter",
+            "1",
+            "--images",
+            "32",
+        ],
+        cwd=ROOT,
+        input="run\nquit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    ready = json.loads([s for s in lines if s.startswith("READY ")][0][len("READY "):])
+    ready = json.loads([s for s in lines if s.startswith("READY ")][0][len("READY ") :])
     assert ready["effective"] == [1, 1] and ready["images"] == 32
     times = [float(s.split()[1]) for s in lines if s.startswith("TIME ")]
     assert len(times) == 1 and times[0] > 0
@@ -161,15 +193,21 @@ def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
 
     # The FLOPs are the network's own, counted from its layers.
     network = training.SCRATCH_RECIPE.override(
-        image_size=64, stages=((16, 2), (32, 2), (64, 2)), stem_filters=16, stem_stride=1,
-        dtype_policy="float32").build_model(17)
-    assert entry["forward_gflop_per_image"] == pytest.approx(costs.forward_flops(network) / 1e9,
-                                                             abs=1e-4)
+        image_size=64,
+        stages=((16, 2), (32, 2), (64, 2)),
+        stem_filters=16,
+        stem_stride=1,
+        dtype_policy="float32",
+    ).build_model(17)
+    assert entry["forward_gflop_per_image"] == pytest.approx(
+        costs.forward_flops(network) / 1e9, abs=1e-4
+    )
     assert entry["params"] == network.count_params()
     expected = 3 * entry["forward_gflop_per_image"] * entry["images_per_s"]
     assert entry["train_gflops"] == pytest.approx(expected, rel=0.01)
     assert entry["fraction_of_float32_matmul"] == pytest.approx(
-        entry["train_gflops"] / speed["matmul_gflops"]["float32"], rel=0.01)
+        entry["train_gflops"] / speed["matmul_gflops"]["float32"], rel=0.01
+    )
 
 
 @pytest.mark.slow
@@ -182,9 +220,23 @@ def test_time_to_accuracy_runs_the_cli_per_seed_and_budget(tmp_path, tiny_archiv
 
     assert tta.epochs_for(600, 60, 10) == 51  # (0.95 * 600 - 60) / 10 = 51
     assert tta.epochs_for(60, 100, 10) == 1  # never less than one epoch
-    done = run_python("-m", "benchmarks.time_to_accuracy", "--data", tiny_archive, "--out",
-                      tmp_path, "--seeds", "0", "1", "--budgets", "0.4", "--epochs", "1",
-                      "--image-size", "16")
+    done = run_python(
+        "-m",
+        "benchmarks.time_to_accuracy",
+        "--data",
+        tiny_archive,
+        "--out",
+        tmp_path,
+        "--seeds",
+        "0",
+        "1",
+        "--budgets",
+        "0.4",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     results = json.loads((tmp_path / "time_to_accuracy.json").read_text())
     assert results["recipe"]["epochs"] == 1 and results["recipe"]["image_size"] == 16
@@ -198,10 +250,12 @@ def test_time_to_accuracy_runs_the_cli_per_seed_and_budget(tmp_path, tiny_archiv
     assert summary["mean"] == pytest.approx(sum(summary["values"]) / 2)
     (budget,) = results["budgets"]
     calibration = results["calibration"]
-    assert budget["planned_epochs"] == tta.epochs_for(24, calibration["overhead_s"],
-                                                      calibration["epoch_s"])
-    assert budget["run"]["epochs"] == (1 if budget["reuses_recipe_run"] else
-                                       budget["planned_epochs"])
+    assert budget["planned_epochs"] == tta.epochs_for(
+        24, calibration["overhead_s"], calibration["epoch_s"]
+    )
+    assert budget["run"]["epochs"] == (
+        1 if budget["reuses_recipe_run"] else budget["planned_epochs"]
+    )
     assert isinstance(budget["within_budget"], bool)
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 1000
     assert "mean ± std" in done.stdout and "Test accuracy within a budget" in done.stdout

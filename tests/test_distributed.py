@@ -55,8 +55,10 @@ def run_all(jobs, deadline_s=DEADLINE_S):
             out_dir.mkdir(parents=True)
             with open(out_dir / "log.txt", "w") as log:  # the child keeps its own copy
                 procs[name] = subprocess.Popen(
-                    [sys.executable, str(WORKER), mode, str(out_dir)], stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT,
+                    [sys.executable, str(WORKER), mode, str(out_dir)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     env=env if config is None else {**env, "TF_CONFIG": config},
                 )
         end = time.monotonic() + deadline_s
@@ -69,16 +71,20 @@ def run_all(jobs, deadline_s=DEADLINE_S):
                     running.remove(name)
             if running and time.monotonic() > end:
                 name = min(running)
-                raise AssertionError(f"{sorted(running)} still running after {deadline_s} s; "
-                                     f"{name}:\n{log_tail(jobs[name][1])}")
+                raise AssertionError(
+                    f"{sorted(running)} still running after {deadline_s} s; "
+                    f"{name}:\n{log_tail(jobs[name][1])}"
+                )
             time.sleep(0.2)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
-    return {name: json.loads((out_dir / "report.json").read_text())
-            for name, (_, out_dir, _) in jobs.items()}
+    return {
+        name: json.loads((out_dir / "report.json").read_text())
+        for name, (_, out_dir, _) in jobs.items()
+    }
 
 
 def log_tail(out_dir, chars=3000):
@@ -88,8 +94,10 @@ def log_tail(out_dir, chars=3000):
 @pytest.mark.slow
 def test_two_workers_on_localhost_train_like_one(tmp_path):
     ports = free_ports(2)
-    jobs = {f"worker{i}": ("multi_worker", tmp_path / f"worker{i}", tf_config(ports, i))
-            for i in range(2)}
+    jobs = {
+        f"worker{i}": ("multi_worker", tmp_path / f"worker{i}", tf_config(ports, i))
+        for i in range(2)
+    }
     jobs["mirrored"] = ("mirrored", tmp_path / "mirrored", None)
     jobs["one_worker"] = ("one_worker", tmp_path / "one_worker", None)
     reports = run_all(jobs)

@@ -41,8 +41,11 @@ def test_evaluate_splits_measures_every_split():
     labels = np.array([2, 2, 0, 1, 2, 3, 2, 2])
     splits = {"train": np.arange(4), "val": np.arange(4, 6), "test": np.arange(6, 8)}
     measured = evaluation.evaluate_splits(model, images, labels, splits)
-    assert {k: v["accuracy"] for k, v in measured.items()} == {"train": 0.5, "val": 0.5,
-                                                              "test": 1.0}
+    assert {k: v["accuracy"] for k, v in measured.items()} == {
+        "train": 0.5,
+        "val": 0.5,
+        "test": 1.0,
+    }
     fields = evaluation.split_metrics(measured)
     assert fields["test_accuracy"] == 1.0 and np.array(fields["confusion_matrix"]).shape == (4, 4)
 
@@ -75,6 +78,7 @@ def test_flip_tta_averages_an_image_and_its_mirror():
     images = np.random.default_rng(0).uniform(0, 1, (5, 4, 4, 3)).astype("float32")
     plain = evaluation.predict(model, images)
     mirrored = evaluation.predict(model, images[:, :, ::-1, :])
-    np.testing.assert_allclose(evaluation.predict(model, images, flip_tta=True),
-                               (plain + mirrored) / 2, atol=1e-6)
+    np.testing.assert_allclose(
+        evaluation.predict(model, images, flip_tta=True), (plain + mirrored) / 2, atol=1e-6
+    )
     assert not np.allclose(plain, mirrored)

@@ -19,13 +19,17 @@ def test_terminal_bar_counts_and_writes(capsys):
 def test_saved_notebook_keeps_the_final_state(tmp_path):
     """Executed headless, the saved output shows the last update, not a bar frozen at 0%."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(
-        "from resnet_lab.progress import ProgressBar\n"
-        "bar = ProgressBar(5, 'demo', 'epochs', every=2)\n"
-        "for _ in range(5):\n    bar.update(1, {'loss': '0.1'})\n"
-        "bar.close()")]
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from resnet_lab.progress import ProgressBar\n"
+            "bar = ProgressBar(5, 'demo', 'epochs', every=2)\n"
+            "for _ in range(5):\n    bar.update(1, {'loss': '0.1'})\n"
+            "bar.close()"
+        )
+    ]
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = nb.cells[0].outputs
     assert len(outputs) == 1
     text = outputs[0]["data"]["text/plain"]

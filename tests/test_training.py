@@ -12,13 +12,20 @@ from resnet_lab import results as results_lib
 from resnet_lab import training
 from resnet_lab.data.synthetic import flowers_like
 
-TINY = training.SCRATCH_RECIPE.override(image_size=16, stages=((8, 1), (16, 1)), stem_filters=8,
-                                        epochs=3, batch_size=32, learning_rate=0.05)
+TINY = training.SCRATCH_RECIPE.override(
+    image_size=16,
+    stages=((8, 1), (16, 1)),
+    stem_filters=8,
+    epochs=3,
+    batch_size=32,
+    learning_rate=0.05,
+)
 
 
 def test_optimizer_warms_up_then_decays():
-    opt = training.make_optimizer("sgd", learning_rate=0.1, epochs=10, steps_per_epoch=10,
-                                  warmup_epochs=2)
+    opt = training.make_optimizer(
+        "sgd", learning_rate=0.1, epochs=10, steps_per_epoch=10, warmup_epochs=2
+    )
     lr = opt._learning_rate  # the schedule (`learning_rate` is its current value)
     assert float(lr(0)) == pytest.approx(0.0)
     assert float(lr(20)) == pytest.approx(0.1, rel=1e-3)
@@ -31,35 +38,47 @@ def test_weight_decay_shrinks_kernels_only(name):
     """One step with zero gradients: only decoupled weight decay moves anything, and it must
     move the kernels and leave BatchNorm's gamma/beta and the biases alone (SGD is the
     recipe's optimizer, so its path is the one that matters)."""
-    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 3),
-                              keras.layers.BatchNormalization(), keras.layers.Flatten(),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 3)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
     for variable in model.trainable_variables:
         variable.assign(np.ones(variable.shape, "float32"))
-    opt = training.make_optimizer(name, learning_rate=0.1, weight_decay=0.5, epochs=10,
-                                  steps_per_epoch=10, warmup_epochs=0)
+    opt = training.make_optimizer(
+        name, learning_rate=0.1, weight_decay=0.5, epochs=10, steps_per_epoch=10, warmup_epochs=0
+    )
     before = {v.path: np.array(v) for v in model.trainable_variables}
     opt.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in model.trainable_variables])
-    changed = {v.path.split("/")[-1] for v in model.trainable_variables
-               if not np.allclose(np.array(v), before[v.path])}
+    changed = {
+        v.path.split("/")[-1]
+        for v in model.trainable_variables
+        if not np.allclose(np.array(v), before[v.path])
+    }
     assert changed == {"kernel"}
     kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
     assert len(kernels) == 2 and all(np.all(np.array(k) < 1.0) for k in kernels)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"name": "rmsprop"}, "optimizer='rmsprop'"),
-    ({"learning_rate": 0}, "learning_rate=0"),
-    ({"epochs": 0}, "epochs=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "rmsprop"}, "optimizer='rmsprop'"),
+        ({"learning_rate": 0}, "learning_rate=0"),
+        ({"epochs": 0}, "epochs=0"),
+    ],
+)
 def test_optimizer_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         training.make_optimizer(**kwargs)
 
 
 def test_save_results_is_atomic(tmp_path):
-    path = results_lib.save_results({"a": np.float32(0.5), "b": np.arange(3)},
-                                    tmp_path / "r.json")
+    path = results_lib.save_results({"a": np.float32(0.5), "b": np.arange(3)}, tmp_path / "r.json")
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1, 2]}
     with pytest.raises(TypeError):
         results_lib.save_results({"a": object()}, tmp_path / "r.json")
@@ -86,8 +105,9 @@ def test_save_model_is_atomic(tmp_path):
 
 def test_scratch_run_learns_and_reports(tmp_path):
     images, labels, splits = flowers_like(16)
-    model, results = training.train_scratch(images, labels, splits, TINY, verbose=0,
-                                            out_dir=tmp_path)
+    model, results = training.train_scratch(
+        images, labels, splits, TINY, verbose=0, out_dir=tmp_path
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["test_accuracy"] == results["test_accuracy"]
     assert len(results["history"]["accuracy"]) == TINY.epochs
@@ -108,8 +128,7 @@ def test_scratch_run_learns_and_reports(tmp_path):
     # The trained model is saved and loads with Keras alone, predicting the same.
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     x = images[splits["test"][:8]].astype("float32")
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -140,8 +159,11 @@ def test_recipe_is_frozen_and_overrides_are_checked():
         recipe.epochs = 5
     changed = recipe.override({"cutmix": 0}, epochs=5)
     assert (changed.cutmix, changed.epochs, recipe.epochs) == (0, 5, 100)
-    with pytest.raises(ValueError, match=r"Unknown ScratchRecipe fields \['lr'\]; allowed: "
-                                         r"\['augment', 'batch_size', .*Received: lr=0.1"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown ScratchRecipe fields \['lr'\]; allowed: "
+        r"\['augment', 'batch_size', .*Received: lr=0.1",
+    ):
         recipe.override(lr=0.1)
     with pytest.raises(ValueError, match="Received: epochs=0"):
         recipe.override(epochs=0)
@@ -156,7 +178,8 @@ def test_recipe_is_frozen_and_overrides_are_checked():
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     """A real `tf.distribute.MirroredStrategy` run, in a fresh process (devices are fixed at
     TensorFlow start-up)."""
-    out = run_python(code=f"""
+    out = run_python(
+        code=f"""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -170,7 +193,9 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         _, results = training.train_scratch(images, labels, splits, recipe,
             strategy=strategy, verbose=0, out_dir={str(tmp_path)!r})
         print("REPLICAS", results["settings"]["replicas"], results["train_accuracy"])
-    """, timeout=300)
+    """,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(s for s in out.stdout.splitlines() if s.startswith("REPLICAS"))
     assert line.split()[1] == "2"
@@ -192,21 +217,34 @@ def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
 def test_ema_leaves_the_averaged_weights_in_the_model():
     """With `ema`, fit ends with the moving average of the weights swapped in: not the last
     iterate. Checked against the optimizer's own average, and against a run without it."""
+
     def run(ema):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
-        opt = training.make_optimizer("sgd", learning_rate=0.5, weight_decay=0, epochs=5,
-                                      steps_per_epoch=4, warmup_epochs=0, ema=ema)
+        opt = training.make_optimizer(
+            "sgd",
+            learning_rate=0.5,
+            weight_decay=0,
+            epochs=5,
+            steps_per_epoch=4,
+            warmup_epochs=0,
+            ema=ema,
+        )
         training.compile_model(model, opt)
         x = np.random.default_rng(0).normal(size=(32, 2)).astype("float32")
-        model.fit(x, (x[:, 0] > 0).astype("int32"), batch_size=8, epochs=5, verbose=0,
-                  shuffle=False)
+        model.fit(
+            x, (x[:, 0] > 0).astype("int32"), batch_size=8, epochs=5, verbose=0, shuffle=False
+        )
         return model, opt
+
     averaged, opt = run(0.9)
     last, _ = run(None)
     assert opt.use_ema
-    np.testing.assert_allclose(np.array(averaged.layers[0].kernel),
-                               np.array(opt._model_variables_moving_average[0]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(averaged.layers[0].kernel),
+        np.array(opt._model_variables_moving_average[0]),
+        atol=1e-6,
+    )
     assert not np.allclose(np.array(averaged.layers[0].kernel), np.array(last.layers[0].kernel))
     with pytest.raises(ValueError, match="Received: ema=1.5"):
         training.make_optimizer(ema=1.5)
@@ -214,10 +252,12 @@ def test_ema_leaves_the_averaged_weights_in_the_model():
 
 def test_scratch_recipe_with_tricks_runs_and_reports_flip_tta(tmp_path):
     images, labels, splits = flowers_like(16)
-    recipe = TINY.override(epochs=2, label_smoothing=0.1, mixup=0.2, ema=0.9, stages=((16, 1),),
-                           stem_filters=16)
-    model, results = training.train_scratch(images, labels, splits, recipe, verbose=0,
-                                            out_dir=tmp_path)
+    recipe = TINY.override(
+        epochs=2, label_smoothing=0.1, mixup=0.2, ema=0.9, stages=((16, 1),), stem_filters=16
+    )
+    model, results = training.train_scratch(
+        images, labels, splits, recipe, verbose=0, out_dir=tmp_path
+    )
     assert results["settings"]["label_smoothing"] == 0.1 and results["settings"]["ema"] == 0.9
     assert set(results["flip_tta_accuracy"]) == {"val", "test"}
     assert 0 <= results["flip_tta_accuracy"]["test"] <= 1

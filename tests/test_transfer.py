@@ -33,8 +33,11 @@ def backbone_batchnorms(model):
 
 
 def bn_statistics(model):
-    return [np.array(v) for bn in backbone_batchnorms(model)
-            for v in (bn.moving_mean, bn.moving_variance)]
+    return [
+        np.array(v)
+        for bn in backbone_batchnorms(model)
+        for v in (bn.moving_mean, bn.moving_variance)
+    ]
 
 
 def fresh_copy(model):
@@ -45,14 +48,21 @@ def fresh_copy(model):
 
 def one_fit_step(model, batch):
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    model.fit(batch.astype("float32"), np.arange(len(batch)), batch_size=len(batch), epochs=1,
-              verbose=0)
+    model.fit(
+        batch.astype("float32"), np.arange(len(batch)), batch_size=len(batch), epochs=1, verbose=0
+    )
 
 
 def test_structure_and_trainable_head(model):
     names = [layer.name for layer in model.layers]
-    assert names == ["image", "preprocess", "resnet50", "backbone_pool", "head_dropout",
-                     "predictions"]
+    assert names == [
+        "image",
+        "preprocess",
+        "resnet50",
+        "backbone_pool",
+        "head_dropout",
+        "predictions",
+    ]
     assert model.get_layer("resnet50").trainable is False
     # Only the head trains: 2048 x 17 kernel + 17 biases.
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 2048 * 17 + 17
@@ -88,8 +98,7 @@ def test_keras_runs_a_nested_model_in_the_outer_calls_mode():
 
 
 @pytest.mark.parametrize("unfreeze", ["whole backbone", "every layer", "lab: unfreeze_top"])
-def test_fit_with_the_backbone_unfrozen_leaves_batchnorm_statistics_alone(model, batch,
-                                                                          unfreeze):
+def test_fit_with_the_backbone_unfrozen_leaves_batchnorm_statistics_alone(model, batch, unfreeze):
     clone = fresh_copy(model)
     backbone = clone.get_layer("resnet50")
     if unfreeze == "whole backbone":
@@ -117,10 +126,13 @@ def test_plain_batchnorm_would_move(model, batch):
     clone = fresh_copy(model)
     backbone = clone.get_layer("resnet50")
     plain = keras.models.clone_model(
-        backbone, clone_function=lambda layer: (
+        backbone,
+        clone_function=lambda layer: (
             keras.layers.BatchNormalization.from_config(layer.get_config())
             if isinstance(layer, FrozenBatchNormalization)
-            else layer.__class__.from_config(layer.get_config())))
+            else layer.__class__.from_config(layer.get_config())
+        ),
+    )
     plain.set_weights(backbone.get_weights())
     inputs = keras.Input((SIZE, SIZE, 3))
     x = CaffePreprocess()(inputs)
@@ -129,11 +141,17 @@ def test_plain_batchnorm_would_move(model, batch):
     plain.trainable = True
     for layer in plain.layers:
         layer.trainable = True
-    before = [np.array(bn.moving_mean) for bn in plain.layers
-              if isinstance(bn, keras.layers.BatchNormalization)]
+    before = [
+        np.array(bn.moving_mean)
+        for bn in plain.layers
+        if isinstance(bn, keras.layers.BatchNormalization)
+    ]
     one_fit_step(outer, batch)
-    after = [np.array(bn.moving_mean) for bn in plain.layers
-             if isinstance(bn, keras.layers.BatchNormalization)]
+    after = [
+        np.array(bn.moving_mean)
+        for bn in plain.layers
+        if isinstance(bn, keras.layers.BatchNormalization)
+    ]
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
@@ -152,8 +170,9 @@ def test_saved_transfer_model_loads_with_frozen_batchnorm(model, batch, tmp_path
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert all(type(bn) is FrozenBatchNormalization for bn in backbone_batchnorms(loaded))
-    np.testing.assert_allclose(evaluation.predict(loaded, batch), evaluation.predict(model, batch),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        evaluation.predict(loaded, batch), evaluation.predict(model, batch), atol=1e-6
+    )
 
 
 def test_cached_features_feed_the_same_head(model, batch):
@@ -171,8 +190,14 @@ def head_runs():
     small = {k: v[::8] for k, v in splits.items()}  # 85 / 51 / 51 images
     runs = {}
     for cache in (True, False):
-        settings = transfer.TransferSettings(weights=None, image_size=SIZE, head_epochs=2,
-                                             dropout=0.0, batch_size=16, cache_features=cache)
+        settings = transfer.TransferSettings(
+            weights=None,
+            image_size=SIZE,
+            head_epochs=2,
+            dropout=0.0,
+            batch_size=16,
+            cache_features=cache,
+        )
         model, results = transfer.train_transfer(images, labels, small, settings, verbose=0)
         runs[cache] = (model, results)
     return runs
@@ -181,17 +206,24 @@ def head_runs():
 def test_cached_and_uncached_heads_train_the_same(head_runs):
     """Same batches, same order, same head: the two paths give the same head weights."""
     (cached, cached_results), (uncached, uncached_results) = head_runs[True], head_runs[False]
-    for a, b in zip(cached.get_layer("predictions").get_weights(),
-                    uncached.get_layer("predictions").get_weights()):
+    for a, b in zip(
+        cached.get_layer("predictions").get_weights(),
+        uncached.get_layer("predictions").get_weights(),
+    ):
         np.testing.assert_allclose(a, b, atol=2e-4)
-    np.testing.assert_allclose(cached_results["history"]["loss"],
-                               uncached_results["history"]["loss"], rtol=1e-3)
+    np.testing.assert_allclose(
+        cached_results["history"]["loss"], uncached_results["history"]["loss"], rtol=1e-3
+    )
     assert cached_results["settings"]["head_augmentation"] is False
     # The settings are the object's own fields, and what the run adds.
     settings = cached_results["settings"]
     assert set(transfer.TransferSettings.field_names()) <= set(settings)
-    assert (settings["cache_features"], settings["head_epochs"], settings["image_size"],
-            settings["fine_tune_stages"]) == (True, 2, [SIZE, SIZE], ["conv5"])
+    assert (
+        settings["cache_features"],
+        settings["head_epochs"],
+        settings["image_size"],
+        settings["fine_tune_stages"],
+    ) == (True, 2, [SIZE, SIZE], ["conv5"])
 
 
 def test_train_transfer_without_weights_says_so(head_runs, tmp_path):
@@ -206,13 +238,16 @@ def test_bad_weights_value():
         transfer.build_backbone("imagenet21k")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"head_epochs": 0}, "Received: head_epochs=0"),
-    ({"fine_tune_epochs": -1}, "Received: fine_tune_epochs=-1"),
-    ({"batch_size": True}, "Received: batch_size=True"),
-    ({"image_size": 31}, "must be >= 32 .*Received: image_size=31"),
-    ({"head_epoch": 3}, r"Unknown TransferSettings fields \['head_epoch'\]; allowed: "),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"head_epochs": 0}, "Received: head_epochs=0"),
+        ({"fine_tune_epochs": -1}, "Received: fine_tune_epochs=-1"),
+        ({"batch_size": True}, "Received: batch_size=True"),
+        ({"image_size": 31}, "must be >= 32 .*Received: image_size=31"),
+        ({"head_epoch": 3}, r"Unknown TransferSettings fields \['head_epoch'\]; allowed: "),
+    ],
+)
 def test_transfer_settings_reject_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         transfer.TransferSettings(weights=None).override(kwargs)
@@ -250,14 +285,16 @@ def test_offline_weights_error_names_file_and_place(tmp_path, monkeypatch, serve
 
 
 @pytest.mark.slow
-def test_imagenet_weights_come_through_keras_download_into_the_labs_network(tmp_path,
-                                                                           monkeypatch, serve):
+def test_imagenet_weights_come_through_keras_download_into_the_labs_network(
+    tmp_path, monkeypatch, serve
+):
     """The real `weights="imagenet"` path (Keras' get_file, md5 check, cache, port into the
     lab's ResNet-50), served from 127.0.0.1 with a random weights file in keras.applications'
     layout: the lab's backbone gives keras.applications' features within 1e-4."""
     keras.utils.set_random_seed(1)
-    source = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
-                                         input_shape=(SIZE, SIZE, 3))
+    source = keras.applications.ResNet50(
+        include_top=False, weights=None, pooling="avg", input_shape=(SIZE, SIZE, 3)
+    )
     rng = np.random.default_rng(1)
     for layer in source.layers:  # non-trivial BN statistics and conv biases to fold
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -277,8 +314,10 @@ def test_imagenet_weights_come_through_keras_download_into_the_labs_network(tmp_
         assert len(served.requests) == 1
     assert (tmp_path / "keras_home" / "models" / transfer.WEIGHTS_FILE).is_file()
     x = keras.applications.resnet50.preprocess_input(
-        rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32"))
+        rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    )
     expected = np.asarray(source(x, training=False))
     assert np.std(expected) > 0.1
-    np.testing.assert_allclose(np.asarray(backbone(x, training=False)), expected, atol=1e-4,
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(backbone(x, training=False)), expected, atol=1e-4, rtol=1e-4
+    )
