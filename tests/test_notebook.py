@@ -202,17 +202,14 @@ def test_a_failing_cell_exits_nonzero_and_still_writes_the_partial_notebook(tmp_
     assert second.outputs[-1].output_type == "error" and not third.outputs
 
 
-def test_the_executed_notebook_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+def test_the_executed_notebook_is_written_whole_or_not_at_all(tmp_path):
     path = tmp_path / "runs" / "Tiny.ipynb"
     runner.save_notebook(nbformat.v4.new_notebook(), path)
     before = path.read_bytes()
-
-    def half_then_fail(nb, *args, **kwargs):
-        raise KeyboardInterrupt  # e.g. Ctrl-C while serialising a large notebook
-
-    monkeypatch.setattr(nbformat, "writes", half_then_fail)
-    with pytest.raises(KeyboardInterrupt):
-        runner.save_notebook(nbformat.v4.new_notebook(), path)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("'\ud800'")]  # a lone surrogate: UTF-8 fails mid-write
+    with pytest.raises(UnicodeEncodeError):
+        runner.save_notebook(nb, path)
     assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
 
 
