@@ -25,6 +25,12 @@ def _default(obj):
     raise TypeError(f"Cannot write {type(obj).__name__} to JSON.")
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """A temporary path beside `path` to write to; renamed into place when the block ends.
@@ -44,6 +50,9 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates the file readable by its owner only: give it the mode a plain
+        # `open` would (0o666 less the umask), or keep the mode of the file it replaces.
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -86,6 +86,21 @@ def test_save_results_is_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temp left over
 
 
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    """The temporary file is private (mkstemp); the written file must not stay that way."""
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = results_lib.save_results({"a": 1}, tmp_path / "new.json")
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o600)  # a file the user made private stays private when rewritten
+        results_lib.save_results({"a": 2}, path)
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(mask)
+
+
 def test_save_model_is_atomic(tmp_path):
     """A save that fails half-way leaves the previous model file and no partial file."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
