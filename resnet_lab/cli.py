@@ -3,7 +3,7 @@
     python -m resnet_lab fetch [--data SOURCE] [--cache DIR]
     python -m resnet_lab train --model scratch|transfer --out DIR [--epochs N] [--batch-size N]
     python -m resnet_lab predict MODEL IMAGE [IMAGE ...] [--top 3]
-    python -m resnet_lab degradation --out DIR [--depths 20 56] [--epochs 15]
+    python -m resnet_lab degradation --out DIR [--depths 20 56] [--epochs N]
     python -m resnet_lab gradients --out DIR [--depths 20 56] [--batch 64]
     python -m resnet_lab compare RUN_DIR [RUN_DIR ...] --out DIR
 
@@ -15,6 +15,7 @@ one exits with status 2 and a message naming the flag, the allowed values and wh
 """
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -22,12 +23,13 @@ from resnet_lab.quiet import import_keras_quietly
 
 import_keras_quietly()  # before anything below imports TensorFlow
 
+from resnet_lab import analysis, plots, results, training, transfer  # noqa: E402
 from resnet_lab import data as data_lib  # noqa: E402
-from resnet_lab import plots, results, training, transfer  # noqa: E402
+from resnet_lab.nn import models  # noqa: E402
 
 # The library's defaults, shown in the help; an unset flag leaves them in force.
 TRANSFER_SETTINGS = transfer.TransferSettings()
-CIFAR_MIN_SIZE = 4  # CIFAR nets: stem 1, two stride-2 stages
+DEGRADATION_EPOCHS = inspect.signature(analysis.degradation_experiment).parameters["epochs"].default
 PREDICT_DEFAULT_SIZE = 224  # for a model that accepts any image size
 SEED_MAX = 2**32 - 1  # NumPy's seed range, which `keras.utils.set_random_seed` passes on
 
@@ -51,9 +53,7 @@ def int_in_range(low, high=None, why=""):
             value = None
         if value is None or value < low or (high is not None and value > high):
             allowed = f">= {low}" if high is None else f"from {low} to {high}"
-            raise argparse.ArgumentTypeError(
-                f"must be an integer {allowed}{why}. Received: {text}"
-            )
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}{why}. Received: {text}")
         return value
 
     parse.__name__ = "integer"  # what argparse would call the type in its own messages
@@ -61,36 +61,55 @@ def int_in_range(low, high=None, why=""):
 
 
 def cifar_depth(text):
-    """An argparse `type` for CIFAR network depths: 6n+2 with n >= 1 (He et al. 2015, 4.2)."""
+    """An argparse `type` for CIFAR network depths: `models.check_cifar_depth`'s rule and message.
+
+    argparse shows an `ArgumentTypeError`'s message after the flag; a bare `ValueError` would
+    become "invalid cifar_depth value", so the library's message is passed on as one.
+    """
     try:
         value = int(text)
     except ValueError:
-        value = None
-    if value is None or value < 8 or (value - 2) % 6:
-        raise argparse.ArgumentTypeError(
-            "each depth must be 6n+2 with n >= 1 (8, 14, 20, 26, 32, ...; the paper uses 20, 32, "
-            f"44, 56, 110). Received: {text}"
-        )
-    return value
+        value = text  # not an integer: the library's check says so, quoting it
+    try:
+        return models.check_cifar_depth(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _add_data_args(parser):
-    parser.add_argument("--data", default=None, metavar="SOURCE",
-                        help="URL, Google Drive id/link, local .tgz or extracted folder "
-                             "(default: $RESNET_LAB_DATA, else the official archive)")
-    parser.add_argument("--cache", default=None, metavar="DIR",
-                        help="folder for the downloaded archive, its extraction and the decoded "
-                             "images, keyed by source (default: $RESNET_LAB_CACHE, else data/ "
-                             "in a clone of the repository, else ~/.cache/resnet_lab, or "
-                             "$XDG_CACHE_HOME/resnet_lab when that is set)")
-    parser.add_argument("--seed", type=int_in_range(0, SEED_MAX), default=0,
-                        help="seed for splits, weights and training (default: 0)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="SOURCE",
+        help="URL, Google Drive id/link, local .tgz or extracted folder "
+        "(default: $RESNET_LAB_DATA, else the official archive)",
+    )
+    parser.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="folder for the downloaded archive, its extraction and the decoded "
+        "images, keyed by source (default: $RESNET_LAB_CACHE, else data/ "
+        "in a clone of the repository, else ~/.cache/resnet_lab, or "
+        "$XDG_CACHE_HOME/resnet_lab when that is set)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int_in_range(0, SEED_MAX),
+        default=0,
+        help="seed for splits, weights and training (default: 0)",
+    )
 
 
 def _add_experiment_args(parser):
     parser.add_argument("--out", required=True, help="output folder (JSON, PNG plots)")
-    parser.add_argument("--depths", type=cifar_depth, nargs="+", default=[20, 56],
-                        help="CIFAR network depths, each 6n+2 (default: 20 56)")
+    parser.add_argument(
+        "--depths",
+        type=cifar_depth,
+        nargs="+",
+        default=[20, 56],
+        help="CIFAR network depths, each 6n+2 (default: 20 56)",
+    )
 
 
 def recipe_json(text):
@@ -105,10 +124,12 @@ def recipe_json(text):
         changes = json.loads(text)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(
-            f"must be a JSON object ({error}). Received: {text}") from None
+            f"must be a JSON object ({error}). Received: {text}"
+        ) from None
     if not isinstance(changes, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"cutmix\": 0}}'. "
-                                         f"Received: {text}")
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object such as '{{\"cutmix\": 0}}'. Received: {text}"
+        )
     try:
         return training.SCRATCH_RECIPE.override(changes)
     except (TypeError, ValueError) as error:
@@ -118,14 +139,17 @@ def recipe_json(text):
 def train_settings(args):
     """The run's `ScratchRecipe` or `TransferSettings`: the library's defaults (and
     `--recipe`), changed only by the flags that were given."""
-    given = {"epochs": args.epochs, "image_size": args.image_size,
-             "batch_size": args.batch_size}
+    given = {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size}
     if args.model == "scratch":
         base = args.recipe or training.SCRATCH_RECIPE
     else:
         base = TRANSFER_SETTINGS
-        given = {"head_epochs": given.pop("epochs"), **given,
-                 "fine_tune_epochs": args.fine_tune_epochs, "weights": args.weights}
+        given = {
+            "head_epochs": given.pop("epochs"),
+            **given,
+            "fine_tune_epochs": args.fine_tune_epochs,
+            "weights": args.weights,
+        }
     changes = {name: value for name, value in given.items() if value is not None}
     if changes.get("weights") == "none":
         changes["weights"] = None  # random init, said explicitly
@@ -133,8 +157,15 @@ def train_settings(args):
 
 
 def _image_size_arg(parser, default, help):
-    parser.add_argument("--image-size", default=default, help=help, type=int_in_range(
-        CIFAR_MIN_SIZE, why=" (the CIFAR networks downsample by a total stride of 4)"))
+    stride = models.CIFAR_TOTAL_STRIDE
+    parser.add_argument(
+        "--image-size",
+        default=default,
+        help=help,
+        type=int_in_range(
+            stride, why=f" (the CIFAR networks downsample by a total stride of {stride})"
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,8 +176,10 @@ def _image_size_arg(parser, default, help):
 def check_train(args):
     """The message for `train` arguments that do not fit together, or `None`."""
     if args.model == "scratch":
-        for flag, value in (("--weights", args.weights),
-                            ("--fine-tune-epochs", args.fine_tune_epochs)):
+        for flag, value in (
+            ("--weights", args.weights),
+            ("--fine-tune-epochs", args.fine_tune_epochs),
+        ):
             if value is not None:
                 return f"argument {flag}: applies to --model transfer only. Received: {value}"
     elif args.recipe is not None:
@@ -154,22 +187,28 @@ def check_train(args):
         changed = {k: v for k, v in args.recipe.as_json().items() if v != default[k]}
         return f"argument --recipe: applies to --model scratch only. Received: {changed}"
     minimum, network = {
-        "scratch": ((args.recipe or training.SCRATCH_RECIPE).min_image_size,
-                    "the from-scratch network"),
+        "scratch": (
+            (args.recipe or training.SCRATCH_RECIPE).min_image_size,
+            "the from-scratch network",
+        ),
         "transfer": (transfer.MIN_IMAGE_SIZE, "ResNet-50"),
     }[args.model]
     if args.image_size is not None and args.image_size < minimum:
-        return (f"argument --image-size: must be >= {minimum} for --model {args.model} "
-                f"({network} downsamples by a total stride of {minimum}). "
-                f"Received: {args.image_size}")
+        return (
+            f"argument --image-size: must be >= {minimum} for --model {args.model} "
+            f"({network} downsamples by a total stride of {minimum}). "
+            f"Received: {args.image_size}"
+        )
     return None
 
 
 def check_degradation(args):
     """The message for `degradation` arguments that do not fit together, or `None`."""
     if args.dataset == "flowers17" and args.train_per_class is not None:
-        return ("argument --train-per-class: applies to --dataset cifar10 only. "
-                f"Received: {args.train_per_class}")
+        return (
+            "argument --train-per-class: applies to --dataset cifar10 only. "
+            f"Received: {args.train_per_class}"
+        )
     if args.dataset == "cifar10" and args.image_size not in (None, 32):
         return f"argument --image-size: CIFAR-10 images are 32x32. Received: {args.image_size}"
     return None
@@ -195,10 +234,14 @@ def _verbose():
 def _save_run_plots(run, out):
     plots.plot_history({run["name"]: run["history"]}, path=out / "curves.png")
     title = f"{run['name']}: test accuracy {100 * run['test_accuracy']:.1f}%"
-    names = data_lib.CLASS_NAMES if len(run["confusion_matrix"]) == len(data_lib.CLASS_NAMES) \
+    names = (
+        data_lib.CLASS_NAMES
+        if len(run["confusion_matrix"]) == len(data_lib.CLASS_NAMES)
         else [f"class {i}" for i in range(len(run["confusion_matrix"]))]
-    plots.plot_confusion_matrix(run["confusion_matrix"], names, title=title,
-                                path=out / "confusion_matrix.png")
+    )
+    plots.plot_confusion_matrix(
+        run["confusion_matrix"], names, title=title, path=out / "confusion_matrix.png"
+    )
 
 
 def _fold(value):
@@ -208,11 +251,15 @@ def _fold(value):
 
 def _plot_gradients(measured, when, out, stem):
     """`stem.png` (raw norms) and `stem_per_parameter.png` (norm / sqrt(kernel size))."""
-    plots.plot_gradient_norms({name: d["norm"] for name, d in measured.items()},
-                              title=f"Gradient norm per layer {when} (raw)",
-                              path=out / f"{stem}.png")
-    fig = plots.plot_gradient_norms({name: d["per_parameter"] for name, d in measured.items()},
-                                    title=f"Gradient norm per layer {when}, per parameter")
+    plots.plot_gradient_norms(
+        {name: d["norm"] for name, d in measured.items()},
+        title=f"Gradient norm per layer {when} (raw)",
+        path=out / f"{stem}.png",
+    )
+    fig = plots.plot_gradient_norms(
+        {name: d["per_parameter"] for name, d in measured.items()},
+        title=f"Gradient norm per layer {when}, per parameter",
+    )
     fig.axes[0].set_ylabel("‖∂loss/∂kernel‖ / √(#params)")
     plots.save_figure(fig, out / f"{stem}_per_parameter.png")
 
@@ -227,8 +274,9 @@ def cmd_train(args):
     settings = train_settings(args)
     images, labels, splits = _load(args, settings.image_size)
     train = training.train_scratch if args.model == "scratch" else transfer.train_transfer
-    _, run = train(images, labels, splits, settings, seed=args.seed, verbose=_verbose(),
-                   out_dir=out)
+    _, run = train(
+        images, labels, splits, settings, seed=args.seed, verbose=_verbose(), out_dir=out
+    )
     _save_run_plots(run, out)
     print(
         f"{run['name']} ({run['weights']}): train {run['train_accuracy']:.3f}, "
@@ -244,8 +292,10 @@ def _model_path(model):
     if path.is_dir():
         path = path / "model.keras"
     if not path.is_file():
-        raise ValueError(f"no model at {path}: give a model.keras file or a run folder holding "
-                         f"one (written by `train --out DIR`). Received: MODEL={model}")
+        raise ValueError(
+            f"no model at {path}: give a model.keras file or a run folder holding "
+            f"one (written by `train --out DIR`). Received: MODEL={model}"
+        )
     return path
 
 
@@ -270,8 +320,9 @@ def cmd_predict(args):
     # EXIF orientation, 8-bit RGB, scaled to cover the model's input, center-cropped. A file
     # that is not an image raises one ValueError naming it, which `main` prints as one line.
     ranked = evaluation.classify_files(model, args.images, names, top=args.top)
-    print(f"{path}: {classes} classes; each image scaled to cover {height}x{width} and "
-          f"center-cropped")
+    print(
+        f"{path}: {classes} classes; each image scaled to cover {height}x{width} and center-cropped"
+    )
     for image, top in ranked:
         print(f"{image}:")
         for rank, (name, probability) in enumerate(top, start=1):
@@ -279,70 +330,95 @@ def cmd_predict(args):
 
 
 def cmd_degradation(args):
-    from resnet_lab import analysis
-
     out = Path(args.out)
     if args.dataset == "cifar10":
         images, labels, splits = data_lib.load_cifar10(args.train_per_class, seed=args.seed)
     else:
         images, labels, splits = _load(args, args.image_size or 32)
+    # An unset --epochs leaves the library's budget in force.
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
     result = analysis.degradation_experiment(
-        images, labels, splits, depths=args.depths, epochs=args.epochs, seed=args.seed,
-        verbose=_verbose(),
+        images, labels, splits, depths=args.depths, seed=args.seed, verbose=_verbose(), **epochs
     )
     results.save_results(result, out / "degradation.json")
-    plots.plot_degradation(result["histories"], path=out / "degradation.png")
+    # The dots: each network's clean training error (inference mode), the paper's quantity.
+    plots.plot_degradation(
+        result["histories"], results=result["results"], path=out / "degradation.png"
+    )
     _plot_gradients(result["gradients_init"], "at initialisation", out, "gradients_init")
     _plot_gradients(result["gradients_trained"], "after training", out, "gradients_trained")
     for name, res in result["results"].items():
-        print(f"{name}:\n"
-              f"  training error (clean images, inference mode):                "
-              f"{100 * res['train_error']:5.1f}%\n"
-              f"  last-epoch running training error (augmented, training mode): "
-              f"{100 * res['running_train_error']:5.1f}%\n"
-              f"  validation accuracy:                                          "
-              f"{100 * res['val_accuracy']:5.1f}%")
+        print(
+            f"{name}:\n"
+            f"  training error (clean images, inference mode):                "
+            f"{100 * res['train_error']:5.1f}%\n"
+            f"  last-epoch running training error (augmented, training mode): "
+            f"{100 * res['running_train_error']:5.1f}%\n"
+            f"  validation accuracy:                                          "
+            f"{100 * res['val_accuracy']:5.1f}%"
+        )
     print(f"Wrote {out}/degradation.json and plots")
 
 
 def cmd_gradients(args):
-    from resnet_lab import analysis
-
     out = Path(args.out)
     images, labels, splits = _load(args, args.image_size)
     builders = {}
     for depth in args.depths:
         builders.update(analysis.cifar_pair(depth, int(labels.max()) + 1, args.image_size))
-    batch, measured = analysis.gradient_flow(builders, images, labels, splits["train"],
-                                             batch_size=args.batch, seed=args.seed)
-    print(f"Gradient norms at initialisation on {len(batch)} training images drawn evenly "
-          f"from the classes (raw: L2 norm per kernel; per parameter: that norm / "
-          f"sqrt(kernel size))")
+    batch, measured = analysis.gradient_flow(
+        builders, images, labels, splits["train"], batch_size=args.batch, seed=args.seed
+    )
+    print(
+        f"Gradient norms at initialisation on {len(batch)} training images drawn evenly "
+        f"from the classes (raw: L2 norm per kernel; per parameter: that norm / "
+        f"sqrt(kernel size))"
+    )
     for name, norms in measured.items():
-        print(f"{name:>10}: gradient norm spread over layers (max/min): "
-              f"{_fold(norms['spread'])} raw, {_fold(norms['spread_per_parameter'])} per "
-              f"parameter")
-    settings = {"depths": args.depths, "image_size": args.image_size, "batch": args.batch,
-                "seed": args.seed}
-    results.save_results({"gradients": measured, "gradient_batch": batch,
-                          "settings": settings}, out / "gradients.json")
+        print(
+            f"{name:>10}: gradient norm spread over layers (max/min): "
+            f"{_fold(norms['spread'])} raw, {_fold(norms['spread_per_parameter'])} per "
+            f"parameter"
+        )
+    settings = {
+        "depths": args.depths,
+        "image_size": args.image_size,
+        "batch": args.batch,
+        "seed": args.seed,
+    }
+    results.save_results(
+        {"gradients": measured, "gradient_batch": batch, "settings": settings},
+        out / "gradients.json",
+    )
     _plot_gradients(measured, "at initialisation", out, "gradients")
     # The same batch, by depth: first-conv gradient and last-stage activation scale.
-    sweep = analysis.depth_sweep(args.depths, images[batch], labels[batch],
-                                 image_size=args.image_size, num_classes=int(labels.max()) + 1,
-                                 seed=args.seed)
-    print(f"{'depth':>6} {'grad conv1 plain':>17} {'residual':>10} "
-          f"{'act std plain':>14} {'residual':>10} {'s':>6}")
+    sweep = analysis.depth_sweep(
+        args.depths,
+        images[batch],
+        labels[batch],
+        image_size=args.image_size,
+        num_classes=int(labels.max()) + 1,
+        seed=args.seed,
+    )
+    print(
+        f"{'depth':>6} {'grad conv1 plain':>17} {'residual':>10} "
+        f"{'act std plain':>14} {'residual':>10} {'s':>6}"
+    )
     for i, depth in enumerate(sweep["depths"]):
         plain, residual = sweep["plain"], sweep["residual"]
-        print(f"{depth:>6} {plain['grad_first'][i]:>17.3g} {residual['grad_first'][i]:>10.3g} "
-              f"{plain['act_last'][i]:>14.3g} {residual['act_last'][i]:>10.3g} "
-              f"{sweep['seconds'][i]:>6.1f}")
-    results.save_results({**sweep, "gradient_batch": batch, "settings": settings},
-                         out / "depth_sweep.json")
+        print(
+            f"{depth:>6} {plain['grad_first'][i]:>17.3g} {residual['grad_first'][i]:>10.3g} "
+            f"{plain['act_last'][i]:>14.3g} {residual['act_last'][i]:>10.3g} "
+            f"{sweep['seconds'][i]:>6.1f}"
+        )
+    results.save_results(
+        {**sweep, "gradient_batch": batch, "settings": settings}, out / "depth_sweep.json"
+    )
     plots.plot_depth_sweep(sweep, path=out / "depth_sweep.png")
-    print(f"Wrote {out}/gradients.json, gradients.png, gradients_per_parameter.png, "
-          f"depth_sweep.json and depth_sweep.png")
+    print(
+        f"Wrote {out}/gradients.json, gradients.png, gradients_per_parameter.png, "
+        f"depth_sweep.json and depth_sweep.png"
+    )
 
 
 def cmd_compare(args):
@@ -360,12 +436,16 @@ def cmd_compare(args):
     width = max(40, *(len(name) for name in runs))
     print(f"{'run':<{width}} {'train':>7} {'val':>7} {'test':>7} {'time s':>8}")
     for name, r in runs.items():
-        print(f"{name:<{width}} {r['train_accuracy']:>7.3f} {r['val_accuracy']:>7.3f} "
-              f"{r['test_accuracy']:>7.3f} {r['wall_time_s']:>8.0f}")
+        print(
+            f"{name:<{width}} {r['train_accuracy']:>7.3f} {r['val_accuracy']:>7.3f} "
+            f"{r['test_accuracy']:>7.3f} {r['wall_time_s']:>8.0f}"
+        )
     plots.plot_comparison(runs, path=out / "comparison.png")
     plots.plot_history({n: r["history"] for n, r in runs.items()}, path=out / "curves.png")
-    results.save_results({n: {k: v for k, v in r.items() if k != "history"}
-                          for n, r in runs.items()}, out / "comparison.json")
+    results.save_results(
+        {n: {k: v for k, v in r.items() if k != "history"} for n, r in runs.items()},
+        out / "comparison.json",
+    )
     print(f"Wrote {out}/comparison.json, comparison.png, curves.png")
 
 
@@ -377,31 +457,58 @@ def cmd_compare(args):
 def _add_train_parser(sub):
     """`train`: its flags' defaults are the library's (`SCRATCH_RECIPE`, `TransferSettings`)."""
     recipe, settings = training.SCRATCH_RECIPE, TRANSFER_SETTINGS
-    p = sub.add_parser("train", help="train the from-scratch or transfer model; write "
-                                     "model.keras, results.json and plots")
+    p = sub.add_parser(
+        "train",
+        help="train the from-scratch or transfer model; write model.keras, results.json and plots",
+    )
     p.add_argument("--model", choices=("scratch", "transfer"), required=True)
-    p.add_argument("--out", required=True,
-                   help="output folder (model.keras, results.json, PNG plots)")
-    p.add_argument("--epochs", type=int_in_range(1), default=None,
-                   help=f"epochs, >= 1 (scratch: the recipe's {recipe.epochs}; transfer: head "
-                        f"epochs, {settings.head_epochs})")
-    p.add_argument("--batch-size", type=int_in_range(1), default=None,
-                   help=f"batch size, >= 1 and at most the training split (default: scratch "
-                        f"{recipe.batch_size}, transfer {settings.batch_size})")
-    p.add_argument("--image-size", type=int_in_range(1), default=None,
-                   help=f"square image size (scratch: the recipe's {recipe.image_size}, >= "
-                        f"{recipe.min_image_size}; transfer: {settings.image_size}, >= "
-                        f"{transfer.MIN_IMAGE_SIZE})")
-    p.add_argument("--recipe", type=recipe_json, default=None, metavar="JSON",
-                   help="scratch only: ScratchRecipe fields to change, as a JSON object, e.g. "
-                        "'{\"cutmix\": 0, \"mixup\": 0.2}' (--epochs, --image-size and "
-                        "--batch-size win over it)")
-    p.add_argument("--weights", default=None,
-                   help=f"transfer only: {settings.weights!r} (default), a local weights .h5 "
-                        "file, or 'none' (random init: explicitly NOT transfer learning)")
-    p.add_argument("--fine-tune-epochs", type=int_in_range(0), default=None,
-                   help="transfer only: epochs of fine-tuning the top stage after the head, "
-                        f">= 0 (default: {settings.fine_tune_epochs})")
+    p.add_argument(
+        "--out", required=True, help="output folder (model.keras, results.json, PNG plots)"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int_in_range(1),
+        default=None,
+        help=f"epochs, >= 1 (scratch: the recipe's {recipe.epochs}; transfer: head "
+        f"epochs, {settings.head_epochs})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int_in_range(1),
+        default=None,
+        help=f"batch size, >= 1 and at most the training split (default: scratch "
+        f"{recipe.batch_size}, transfer {settings.batch_size})",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int_in_range(1),
+        default=None,
+        help=f"square image size (scratch: the recipe's {recipe.image_size}, >= "
+        f"{recipe.min_image_size}; transfer: {settings.image_size}, >= "
+        f"{transfer.MIN_IMAGE_SIZE})",
+    )
+    p.add_argument(
+        "--recipe",
+        type=recipe_json,
+        default=None,
+        metavar="JSON",
+        help="scratch only: ScratchRecipe fields to change, as a JSON object, e.g. "
+        '\'{"cutmix": 0, "mixup": 0.2}\' (--epochs, --image-size and '
+        "--batch-size win over it)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help=f"transfer only: {settings.weights!r} (default), a local weights .h5 "
+        "file, or 'none' (random init: explicitly NOT transfer learning)",
+    )
+    p.add_argument(
+        "--fine-tune-epochs",
+        type=int_in_range(0),
+        default=None,
+        help="transfer only: epochs of fine-tuning the top stage after the head, "
+        f">= 0 (default: {settings.fine_tune_epochs})",
+    )
     _add_data_args(p)
     p.set_defaults(func=cmd_train, check=check_train)
 
@@ -409,9 +516,12 @@ def _add_train_parser(sub):
 def build_parser():
     """The argument parser, one sub-command per experiment."""
     summary, _, details = __doc__.partition("\n")
-    parser = argparse.ArgumentParser(prog="python -m resnet_lab", description=summary,
-                                     epilog=details.strip("\n"),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m resnet_lab",
+        description=summary,
+        epilog=details.strip("\n"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fetch", help="download, verify and cache the flowers data")
@@ -421,39 +531,72 @@ def build_parser():
     _add_train_parser(sub)
 
     p = sub.add_parser("predict", help="top classes of your own images with a trained model")
-    p.add_argument("model", metavar="MODEL",
-                   help="a model.keras file, or a run folder holding one (`train --out DIR`)")
-    p.add_argument("images", metavar="IMAGE", nargs="+",
-                   help="image files in any format and size Pillow reads (JPEG, PNG, GIF, "
-                        "WebP, TIFF, ...); each is turned upright by its EXIF orientation, "
-                        "made 8-bit RGB (transparency on white), scaled to cover the model's "
-                        "input size and center-cropped")
-    p.add_argument("--top", type=int_in_range(1), default=3,
-                   help="classes to show per image, >= 1 (default: 3)")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a model.keras file, or a run folder holding one (`train --out DIR`)",
+    )
+    p.add_argument(
+        "images",
+        metavar="IMAGE",
+        nargs="+",
+        help="image files in any format and size Pillow reads (JPEG, PNG, GIF, "
+        "WebP, TIFF, ...); each is turned upright by its EXIF orientation, "
+        "made 8-bit RGB (transparency on white), scaled to cover the model's "
+        "input size and center-cropped",
+    )
+    p.add_argument(
+        "--top",
+        type=int_in_range(1),
+        default=3,
+        help="classes to show per image, >= 1 (default: 3)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("degradation", help="plain vs residual nets, same budget (He et al. Fig. 6)")
     _add_experiment_args(p)
-    _image_size_arg(p, None, f"flowers17 only: square image size, >= {CIFAR_MIN_SIZE} "
-                             "(default: 32, CIFAR's)")
-    p.add_argument("--epochs", type=int_in_range(1), default=15,
-                   help="training epochs per network, >= 1 (default: 15)")
-    p.add_argument("--dataset", choices=("flowers17", "cifar10"), default="flowers17",
-                   help="cifar10: the paper's setting, via keras.datasets (needs internet once)")
-    p.add_argument("--train-per-class", type=int_in_range(1, 4500), default=None,
-                   help="cifar10 only: training images per class, 1 to 4,500 (default: all "
-                        "4,500; 500 more are held out for validation)")
+    _image_size_arg(
+        p,
+        None,
+        f"flowers17 only: square image size, >= {models.CIFAR_TOTAL_STRIDE} (default: 32, CIFAR's)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int_in_range(1),
+        default=None,
+        help=f"training epochs per network, >= 1 (default: the library's {DEGRADATION_EPOCHS})",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=("flowers17", "cifar10"),
+        default="flowers17",
+        help="cifar10: the paper's setting, via keras.datasets (needs internet once)",
+    )
+    p.add_argument(
+        "--train-per-class",
+        type=int_in_range(1, 4500),
+        default=None,
+        help="cifar10 only: training images per class, 1 to 4,500 (default: all "
+        "4,500; 500 more are held out for validation)",
+    )
     _add_data_args(p)
     p.set_defaults(func=cmd_degradation, check=check_degradation)
 
-    p = sub.add_parser("gradients", help="per-layer gradient norms at init, plain vs residual, "
-                                         "raw and per parameter; first-conv gradient and "
-                                         "last-stage activation scale by depth")
+    p = sub.add_parser(
+        "gradients",
+        help="per-layer gradient norms at init, plain vs residual, "
+        "raw and per parameter; first-conv gradient and "
+        "last-stage activation scale by depth",
+    )
     _add_experiment_args(p)
-    _image_size_arg(p, 32, f"square image size, >= {CIFAR_MIN_SIZE} (default: 32)")
-    p.add_argument("--batch", type=int_in_range(1), default=64,
-                   help="training images in the gradient batch, drawn evenly from the classes, "
-                        ">= 1 (default: 64)")
+    _image_size_arg(p, 32, f"square image size, >= {models.CIFAR_TOTAL_STRIDE} (default: 32)")
+    p.add_argument(
+        "--batch",
+        type=int_in_range(1),
+        default=64,
+        help="training images in the gradient batch, drawn evenly from the classes, "
+        ">= 1 (default: 64)",
+    )
     _add_data_args(p)
     p.set_defaults(func=cmd_gradients)
 

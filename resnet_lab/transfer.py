@@ -1,9 +1,10 @@
 """ResNet-50 transfer learning on the lab's own network: frozen backbone, cached features,
 fine-tuning.
 
-The backbone is `resnet_lab.resnet50(include_top=False, pooling="avg")`, the network built
-from this package's blocks, holding keras.applications' ImageNet weights ported by
-`resnet_lab.nn.porting.port_keras_weights` (each conv bias folded into its BatchNorm). Its
+The backbone is `resnet_lab.resnet50(weights=..., include_top=False, pooling="avg")`, the
+network built from this package's blocks, holding keras.applications' ImageNet weights
+(downloaded by `resnet_lab.nn.porting.imagenet_weights_path`, ported by
+`resnet_lab.nn.porting.port_keras_weights`: each conv bias folded into its BatchNorm). Its
 BatchNorm layers are `FrozenBatchNormalization`: always in inference mode, whatever
 `trainable` or `training` say (see `resnet_lab.nn.layers` for why a flag is not enough in Keras 3).
 
@@ -18,10 +19,7 @@ full model, so the full model is ready to predict or to fine-tune afterwards.
 """
 
 import dataclasses
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -29,15 +27,9 @@ import numpy as np
 from resnet_lab import training
 from resnet_lab.checks import check_positive_int, is_count
 from resnet_lab.evaluation import evaluate, evaluate_splits, predict
-from resnet_lab.nn import models, porting
+from resnet_lab.nn import models
 from resnet_lab.nn.layers import CaffePreprocess, freeze_batchnorm
 from resnet_lab.settings import Settings
-
-# keras.applications' ResNet-50 weights without the classifier (what `include_top=False`
-# downloads), as named and hashed in keras/src/applications/resnet.py.
-WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-WEIGHTS_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
-WEIGHTS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{WEIGHTS_FILE}"
 
 FEATURE_LAYER = "backbone_pool"
 BACKBONE = "resnet50"
@@ -51,8 +43,8 @@ class TransferSettings(Settings):
     """How `train_transfer` trains: the backbone's weights, the head phase, fine-tuning.
 
     Attributes:
-        weights: Backbone weights (see `build_backbone`); `None` is recorded as "NOT transfer
-            learning" in the results.
+        weights: Backbone weights (see `build_transfer_model`); `None` is recorded as "NOT
+            transfer learning" in the results.
         image_size: Square image size (the images must match), at least `MIN_IMAGE_SIZE`.
         head_epochs: Epochs for the head on the frozen backbone.
         head_learning_rate: Adam learning rate for the head.
@@ -99,80 +91,6 @@ class TransferSettings(Settings):
         object.__setattr__(self, "fine_tune_stages", tuple(self.fine_tune_stages))
 
 
-class WeightsUnavailableError(RuntimeError):
-    """ImageNet weights could not be downloaded or found in Keras' cache."""
-
-
-def keras_cache_path():
-    """Where Keras keeps the downloaded weights file.
-
-    `$KERAS_HOME/models/` (default `~/.keras/models/`), or `/tmp/.keras/models/` when that
-    folder is missing or not writable, as `keras.utils.get_file` decides.
-    """
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    if not os.access(home, os.W_OK):
-        home = os.path.join(tempfile.gettempdir(), ".keras")
-    return Path(home) / "models" / WEIGHTS_FILE
-
-
-def imagenet_weights_path():
-    """The ImageNet weights file, downloaded once into Keras' cache (md5-checked).
-
-    Uses `keras.utils.get_file`, as keras.applications does, so a file Keras already
-    downloaded for `keras.applications.ResNet50` is reused.
-
-    Raises:
-        WeightsUnavailableError: If the file is not cached and cannot be downloaded; the
-            message says which file to place where, with its md5.
-    """
-    try:
-        return keras.utils.get_file(
-            WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models", file_hash=WEIGHTS_MD5
-        )
-    except Exception as error:  # Keras raises a bare Exception on a failed download.
-        raise WeightsUnavailableError(
-            f"Could not download the ImageNet weights for ResNet-50 ({error}).\n"
-            f"Offline? Download {WEIGHTS_URL} on a machine with internet and place it at\n"
-            f"  {keras_cache_path()}\n"
-            f"(md5 {WEIGHTS_MD5}; Keras' cache folder is $KERAS_HOME/models, default "
-            "~/.keras/models), or pass its path as `weights=`. To run without ImageNet "
-            "weights say so explicitly with `weights=None`: results are then NOT transfer "
-            "learning."
-        ) from error
-
-
-def build_backbone(weights="imagenet", input_shape=(224, 224, 3)):
-    """The lab's ResNet-50 without its classifier, globally average pooled, BatchNorm frozen.
-
-    `resnet_lab.resnet50(include_top=False, pooling="avg")`, with keras.applications'
-    ImageNet weights ported into it (outputs equal keras.applications' within 1e-4, tested),
-    then every BatchNorm made a `FrozenBatchNormalization`.
-
-    Args:
-        weights: `"imagenet"` (downloaded once through Keras' own cache), `None` (random
-            initialisation: not transfer learning, allowed only when asked for), or a path
-            to a local weights file in keras.applications' format (the `_notop.h5`).
-        input_shape: Input shape, at least `MIN_IMAGE_SIZE` square.
-
-    Returns:
-        A `keras.Model` named `resnet50` mapping preprocessed images to 2048 features.
-
-    Raises:
-        WeightsUnavailableError: If ImageNet weights cannot be downloaded (offline).
-        ValueError: If `weights` is not `"imagenet"`, `None` or an existing file.
-    """
-    if weights not in ("imagenet", None) and not Path(str(weights)).is_file():
-        raise ValueError(
-            "`weights` must be 'imagenet', None (random init, not transfer learning) or the "
-            f"path of an existing weights file. Received: weights={weights!r}"
-        )
-    path = imagenet_weights_path() if weights == "imagenet" else weights
-    net = models.resnet50(include_top=False, pooling="avg", input_shape=input_shape, name=BACKBONE)
-    if path is not None:
-        porting.port_keras_weights(str(path), net)
-    return freeze_batchnorm(net)
-
-
 def weights_label(weights):
     """How results describe the backbone's weights; random init is never called transfer."""
     if weights is None:
@@ -196,10 +114,17 @@ def build_transfer_model(
     `training` flag reaches them. Writing `backbone(x, training=False)` alone would not do it
     in Keras 3: a nested model runs in the outer call's mode (`resnet_lab.nn.layers`).
 
+    The backbone is `resnet_lab.resnet50(weights, include_top=False, pooling="avg")`: with
+    `weights="imagenet"` keras.applications' file comes once through Keras' cache
+    (`resnet_lab.nn.porting.imagenet_weights_path`) and is ported into the lab's network
+    (outputs equal keras.applications' within 1e-4, tested).
+
     Args:
         num_classes: Number of classes.
-        weights: Backbone weights, see `build_backbone`.
-        input_shape: Image shape; images are 0..255 RGB.
+        weights: Backbone weights: `"imagenet"`, `None` (random initialisation: not transfer
+            learning, allowed only when asked for), or the path of a local weights file in
+            keras.applications' format (the `_notop.h5`).
+        input_shape: Image shape, at least `MIN_IMAGE_SIZE` square; images are 0..255 RGB.
         dropout: Dropout rate before the classifier.
         augment: Put `resnet_lab.data.augmentation()` in the model (active in training
             only); useful for fine-tuning on raw images.
@@ -209,10 +134,18 @@ def build_transfer_model(
         (frozen; its layers keep the builder's names, `conv5_block3_out` ...),
         `backbone_pool` (identity on the pooled features, for feature caching),
         `head_dropout`, `predictions`.
+
+    Raises:
+        resnet_lab.nn.porting.WeightsUnavailableError: If ImageNet weights cannot be
+            downloaded (offline); the message says which file to place where.
+        ValueError: If `weights` is not `"imagenet"`, `None` or an existing file.
     """
     from resnet_lab import data as data_lib
 
-    backbone = build_backbone(weights, input_shape)
+    backbone = models.resnet50(
+        include_top=False, weights=weights, input_shape=input_shape, pooling="avg", name=BACKBONE
+    )
+    backbone = freeze_batchnorm(backbone)
     backbone.trainable = False
     inputs = keras.Input(input_shape, name="image")
     x = data_lib.augmentation()(inputs) if augment else inputs

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from resnet_lab.nn.models import (
+    CIFAR_TOTAL_STRIDE,
     SEED_STAGES,
     build_resnet,
+    check_cifar_depth,
     cifar_resnet,
     plain_cifar,
     resnet,
@@ -371,3 +373,26 @@ def test_auto_dtype_policy_is_bfloat16_only_where_it_is_native(tmp_path, monkeyp
     assert hardware.resolve_dtype_policy("float32", cpuinfo(["avx512_bf16"])) == "float32"
     with pytest.raises(ValueError, match="Received: dtype_policy='fp8'"):
         hardware.resolve_dtype_policy("fp8")
+
+
+@pytest.mark.parametrize("depth", [8, 14, 20, 26, 56, 110, np.int64(32)])
+def test_check_cifar_depth_accepts_6n_plus_2(depth):
+    checked = check_cifar_depth(depth)
+    assert checked == depth and type(checked) is int
+
+
+@pytest.mark.parametrize("depth", [57, 2, 0, -4, 21, 20.0, True, "20", None])
+def test_check_cifar_depth_rejects_the_rest_and_both_builders_use_it(depth):
+    message = rf"`depth` must be 6n\+2 with n >= 1 .*Received: depth={re.escape(repr(depth))}$"
+    for check in (check_cifar_depth, cifar_resnet, plain_cifar):
+        with pytest.raises(ValueError, match=message):
+            check(depth)
+
+
+def test_cifar_total_stride_is_the_smallest_image():
+    """The last stage keeps one pixel from `CIFAR_TOTAL_STRIDE` on; one pixel less is refused."""
+    model = cifar_resnet(8, input_shape=(CIFAR_TOTAL_STRIDE, CIFAR_TOTAL_STRIDE, 3))
+    assert model.get_layer("conv4_block1_out").output.shape[1:3] == (1, 1)
+    size = CIFAR_TOTAL_STRIDE - 1
+    with pytest.raises(ValueError, match=f"total stride of {CIFAR_TOTAL_STRIDE}"):
+        plain_cifar(8, input_shape=(size, size, 3))

@@ -11,6 +11,7 @@ from h5_weights import save_legacy_h5
 import resnet_lab
 from resnet_lab import evaluation, transfer
 from resnet_lab.data.synthetic import flowers_like
+from resnet_lab.nn import porting
 from resnet_lab.nn.layers import CaffePreprocess, FrozenBatchNormalization
 
 SIZE = 32
@@ -235,7 +236,7 @@ def test_train_transfer_without_weights_says_so(head_runs, tmp_path):
 
 def test_bad_weights_value():
     with pytest.raises(ValueError, match="Received: weights='imagenet21k'"):
-        transfer.build_backbone("imagenet21k")
+        transfer.build_transfer_model(17, weights="imagenet21k")
 
 
 @pytest.mark.parametrize(
@@ -259,12 +260,17 @@ def test_train_transfer_rejects_images_of_another_size():
         transfer.train_transfer(images, labels, splits, transfer.TransferSettings(weights=None))
 
 
-def _point_keras_at(monkeypatch, tmp_path, url, md5=transfer.WEIGHTS_MD5):
+# The file `weights="imagenet"` downloads for the backbone: ResNet-50 without its top.
+WEIGHTS_FILE = porting.weights_file("resnet50", include_top=False)
+WEIGHTS_MD5 = porting.WEIGHTS_HASHES["resnet50"][1]
+
+
+def _point_keras_at(monkeypatch, tmp_path, url, md5=WEIGHTS_MD5):
     import keras.src.backend.config as config
 
     (tmp_path / "keras_home").mkdir(exist_ok=True)  # get_file falls back to /tmp if absent
-    monkeypatch.setattr(transfer, "WEIGHTS_URL", f"{url}/{transfer.WEIGHTS_FILE}")
-    monkeypatch.setattr(transfer, "WEIGHTS_MD5", md5)
+    monkeypatch.setattr(porting, "WEIGHTS_URL", f"{url}/")
+    monkeypatch.setitem(porting.WEIGHTS_HASHES, "resnet50", (md5, md5))
     monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras_home"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -276,10 +282,11 @@ def test_offline_weights_error_names_file_and_place(tmp_path, monkeypatch, serve
     empty.mkdir()
     with serve(empty) as served:
         _point_keras_at(monkeypatch, tmp_path, served.url)
-        with pytest.raises(transfer.WeightsUnavailableError) as info:
-            transfer.build_backbone("imagenet", (SIZE, SIZE, 3))
+        with pytest.raises(porting.WeightsUnavailableError) as info:
+            transfer.build_transfer_model(17, "imagenet", (SIZE, SIZE, 3))
+    assert served.requests == [f"/{WEIGHTS_FILE}"]
     message = str(info.value)
-    assert transfer.WEIGHTS_FILE in message and transfer.WEIGHTS_MD5 in message
+    assert WEIGHTS_FILE in message and WEIGHTS_MD5 in message
     assert str(tmp_path / "keras_home" / "models") in message
     assert "weights=None" in message
 
@@ -304,15 +311,17 @@ def test_imagenet_weights_come_through_keras_download_into_the_labs_network(
             layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape))
     www = tmp_path / "www"
     www.mkdir()
-    save_legacy_h5(source, www / transfer.WEIGHTS_FILE)
-    md5 = hashlib.md5((www / transfer.WEIGHTS_FILE).read_bytes()).hexdigest()
+    save_legacy_h5(source, www / WEIGHTS_FILE)
+    md5 = hashlib.md5((www / WEIGHTS_FILE).read_bytes()).hexdigest()
     with serve(www) as served:
         _point_keras_at(monkeypatch, tmp_path, served.url, md5)
-        backbone = transfer.build_backbone("imagenet", (SIZE, SIZE, 3))
+        model = transfer.build_transfer_model(17, "imagenet", (SIZE, SIZE, 3))
+        assert served.requests == [f"/{WEIGHTS_FILE}"]
+        transfer.build_transfer_model(17, "imagenet", (SIZE, SIZE, 3))  # now from the cache
         assert len(served.requests) == 1
-        transfer.build_backbone("imagenet", (SIZE, SIZE, 3))  # second time: from the cache
-        assert len(served.requests) == 1
-    assert (tmp_path / "keras_home" / "models" / transfer.WEIGHTS_FILE).is_file()
+    assert (tmp_path / "keras_home" / "models" / WEIGHTS_FILE).is_file()
+    backbone = model.get_layer(transfer.BACKBONE)
+    assert all(type(bn) is FrozenBatchNormalization for bn in backbone_batchnorms(model))
     x = keras.applications.resnet50.preprocess_input(
         rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
     )

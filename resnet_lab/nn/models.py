@@ -59,6 +59,9 @@ IMAGENET_STAGES = {
 }
 IMAGENET_FILTERS = (64, 128, 256, 512)
 CIFAR_FILTERS = (16, 32, 64)
+# The CIFAR nets' total stride, hence their smallest image: a stride-1 stem without pooling,
+# then stride 2 at the start of every stage but the first (He et al. 2015, Sec. 4.2).
+CIFAR_TOTAL_STRIDE = 2 ** (len(CIFAR_FILTERS) - 1)
 
 # The lab's seed network as (filters, blocks) per stage: a ResNet-14 of CIFAR shape.
 SEED_STAGES = ((16, 2), (32, 2), (64, 2))
@@ -139,13 +142,15 @@ def stage(x, block, filters, blocks, stride, name, **options):
     check_choice("block", block, tuple(BLOCKS))
     check_positive_int("blocks", blocks)
     for index in range(1, blocks + 1):
-        x = BLOCKS[block](x, filters, stride=stride if index == 1 else 1,
-                          name=f"{name}_block{index}", **options)
+        x = BLOCKS[block](
+            x, filters, stride=stride if index == 1 else 1, name=f"{name}_block{index}", **options
+        )
     return x
 
 
-def _check_keras_arguments(weights, include_top, classes, input_shape, classifier_activation,
-                           has_imagenet):
+def _check_keras_arguments(
+    weights, include_top, classes, input_shape, classifier_activation, has_imagenet
+):
     """keras.applications' argument checks (`keras/src/applications/resnet.py`), its errors."""
     if not (weights in ("imagenet", None) or os.path.exists(str(weights))):
         raise ValueError(
@@ -203,12 +208,21 @@ def _inputs(input_tensor, input_shape, include_top, total_stride):
 
 def _stem(x, *, stem, filters, kernel, stride, pool, preact, bn_momentum, bn_epsilon):
     """`conv1_*` (one conv, or ResNet-D's three) and the optional `pool1_*` max pool."""
+
     def conv_bn_relu(x, filters, kernel, stride, prefix):
-        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
-                          kernel_initializer="he_normal", data_format=DATA_FORMAT,
-                          name=f"{prefix}_conv")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon,
-                                      name=f"{prefix}_bn")(x)
+        x = layers.Conv2D(
+            filters,
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            data_format=DATA_FORMAT,
+            name=f"{prefix}_conv",
+        )(x)
+        x = layers.BatchNormalization(
+            momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}_bn"
+        )(x)
         return layers.Activation("relu", name=f"{prefix}_relu")(x)
 
     if stem == "deep":
@@ -219,15 +233,22 @@ def _stem(x, *, stem, filters, kernel, stride, pool, preact, bn_momentum, bn_eps
         x = conv_bn_relu(x, filters, 3, 1, "conv1_3")
     else:
         x = layers.ZeroPadding2D(kernel // 2, data_format=DATA_FORMAT, name="conv1_pad")(x)
-        x = layers.Conv2D(filters, kernel, strides=stride, use_bias=False,
-                          kernel_initializer="he_normal", data_format=DATA_FORMAT,
-                          name="conv1_conv")(x)
+        x = layers.Conv2D(
+            filters,
+            kernel,
+            strides=stride,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            data_format=DATA_FORMAT,
+            name="conv1_conv",
+        )(x)
         if not preact or pool:
             # A bare pre-activation stem lets the first block's BN-ReLU activate it (the CIFAR
             # nets); a pooling stem is conv-BN-ReLU-pool in both orderings (He et al. 2016,
             # ImageNet models), since max-pooling a raw convolution is not what they trained.
-            x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon,
-                                          name="conv1_bn")(x)
+            x = layers.BatchNormalization(
+                momentum=bn_momentum, epsilon=bn_epsilon, name="conv1_bn"
+            )(x)
             x = layers.Activation("relu", name="conv1_relu")(x)
     if pool:
         x = layers.ZeroPadding2D(1, data_format=DATA_FORMAT, name="pool1_pad")(x)
@@ -245,8 +266,12 @@ def _head(x, *, include_top, pooling, classes, classifier_activation, dropout):
         # in float32: a softmax in bfloat16 rounds probabilities to 8 bits, so its log does
         # not learn (Keras' mixed precision guide: the model's output in float32).
         mixed = keras.mixed_precision.dtype_policy().compute_dtype != "float32"
-        return layers.Dense(classes, activation=classifier_activation, name="predictions",
-                            dtype="float32" if mixed else None)(x)
+        return layers.Dense(
+            classes,
+            activation=classifier_activation,
+            name="predictions",
+            dtype="float32" if mixed else None,
+        )(x)
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="avg_pool")(x)
     if pooling == "max":
@@ -265,8 +290,7 @@ def _load(model, weights, keras_name, include_top):
     return model
 
 
-def _build(*, input_shape, stages, block, stem, preact, head, name, input_tensor=None,
-           **options):
+def _build(*, input_shape, stages, block, stem, preact, head, name, input_tensor=None, **options):
     """Builds every ResNet V1 and pre-activation ResNet: stem, stages of blocks, head.
 
     `stem` holds `_stem`'s settings, `head` `_head`'s; `options` are the block arguments
@@ -292,17 +316,31 @@ def _build(*, input_shape, stages, block, stem, preact, head, name, input_tensor
     # Every stage but the first starts with stride 2.
     total_stride = stem["stride"] * (2 if stem["pool"] else 1) * 2 ** (len(stages) - 1)
     x, inputs = _inputs(input_tensor, input_shape, head["include_top"], total_stride)
-    x = _stem(x, **stem, preact=preact, bn_momentum=options["bn_momentum"],
-              bn_epsilon=options["bn_epsilon"])
+    x = _stem(
+        x,
+        **stem,
+        preact=preact,
+        bn_momentum=options["bn_momentum"],
+        bn_epsilon=options["bn_epsilon"],
+    )
     for index, (filters, blocks) in enumerate(stages, start=2):
-        x = stage(x, block, filters, blocks, stride=1 if index == 2 else 2, name=f"conv{index}",
-                  preact=preact, **options)
+        x = stage(
+            x,
+            block,
+            filters,
+            blocks,
+            stride=1 if index == 2 else 2,
+            name=f"conv{index}",
+            preact=preact,
+            **options,
+        )
     if preact:
         # Pre-activation blocks end in an addition: normalise and activate once before the
         # head (He et al. 2016: "an extra activation right after its element-wise
         # addition" for the last unit).
-        x = layers.BatchNormalization(momentum=options["bn_momentum"],
-                                      epsilon=options["bn_epsilon"], name="post_bn")(x)
+        x = layers.BatchNormalization(
+            momentum=options["bn_momentum"], epsilon=options["bn_epsilon"], name="post_bn"
+        )(x)
         x = layers.Activation("relu", name="post_relu")(x)
     return keras.Model(inputs, _head(x, **head), name=name)
 
@@ -385,10 +423,22 @@ def resnet(
     """
     check_choice("depth", depth, tuple(IMAGENET_STAGES))
     block, counts = IMAGENET_STAGES[depth]
-    mirrors_keras = (depth in KERAS_RESNETS.values() and not preact and groups == 1
-                     and width_per_group == 64 and stem == "single" and shortcut == "projection")
-    _check_keras_arguments(weights, include_top, classes, input_shape, classifier_activation,
-                           has_imagenet=mirrors_keras)
+    mirrors_keras = (
+        depth in KERAS_RESNETS.values()
+        and not preact
+        and groups == 1
+        and width_per_group == 64
+        and stem == "single"
+        and shortcut == "projection"
+    )
+    _check_keras_arguments(
+        weights,
+        include_top,
+        classes,
+        input_shape,
+        classifier_activation,
+        has_imagenet=mirrors_keras,
+    )
     model = _build(
         input_shape=input_shape,
         input_tensor=input_tensor,
@@ -396,12 +446,21 @@ def resnet(
         block=block,
         stem={"stem": stem, "filters": 64, "kernel": 7, "stride": 2, "pool": True},
         preact=preact,
-        head={"include_top": include_top, "pooling": pooling, "classes": classes,
-              "classifier_activation": classifier_activation, "dropout": 0.0},
+        head={
+            "include_top": include_top,
+            "pooling": pooling,
+            "classes": classes,
+            "classifier_activation": classifier_activation,
+            "dropout": 0.0,
+        },
         name=name or f"{'preact_' if preact else ''}resnet{depth}",
         shortcut=check_choice("shortcut", shortcut, ("projection", "avgpool")),
-        stride_at=stride_at, zero_init=zero_init_residual, groups=groups,
-        width_per_group=width_per_group, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
+        stride_at=stride_at,
+        zero_init=zero_init_residual,
+        groups=groups,
+        width_per_group=width_per_group,
+        bn_momentum=bn_momentum,
+        bn_epsilon=bn_epsilon,
     )
     return _load(model, weights, f"resnet{depth}" if mirrors_keras else None, include_top)
 
@@ -412,81 +471,208 @@ def _imagenet(depth, keras_arguments, options, variant=None):
     return resnet(depth, *keras_arguments, **{"name": variant, **chosen, **options})
 
 
-def resnet18(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-             classes=1000, classifier_activation="softmax", **options):
+def resnet18(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNet-18: basic blocks, (2, 2, 2, 2) per stage (He et al. 2015); arguments as `resnet`."""
-    return _imagenet(18, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                          classifier_activation), options)
+    return _imagenet(
+        18,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+    )
 
 
-def resnet34(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-             classes=1000, classifier_activation="softmax", **options):
+def resnet34(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNet-34: basic blocks, (3, 4, 6, 3) per stage (He et al. 2015); arguments as `resnet`."""
-    return _imagenet(34, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                          classifier_activation), options)
+    return _imagenet(
+        34,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+    )
 
 
-def resnet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-             classes=1000, classifier_activation="softmax", **options):
+def resnet50(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNet-50: bottlenecks, (3, 4, 6, 3) per stage (He et al. 2015); arguments as `resnet`."""
-    return _imagenet(50, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                          classifier_activation), options)
+    return _imagenet(
+        50,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+    )
 
 
-def resnet101(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-              classes=1000, classifier_activation="softmax", **options):
+def resnet101(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNet-101: bottlenecks, (3, 4, 23, 3) per stage (He et al. 2015); arguments as `resnet`."""
-    return _imagenet(101, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                           classifier_activation), options)
+    return _imagenet(
+        101,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+    )
 
 
-def resnet152(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-              classes=1000, classifier_activation="softmax", **options):
+def resnet152(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNet-152: bottlenecks, (3, 8, 36, 3) per stage (He et al. 2015); arguments as `resnet`."""
-    return _imagenet(152, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                           classifier_activation), options)
+    return _imagenet(
+        152,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+    )
 
 
-def resnext50_32x4d(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                    pooling=None, classes=1000, classifier_activation="softmax", **options):
+def resnext50_32x4d(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNeXt-50 32x4d (Xie et al. 2017), torchvision's; arguments as `resnet`."""
-    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                            classifier_activation), options, "resnext50_32x4d")
+    return _imagenet(
+        None,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+        "resnext50_32x4d",
+    )
 
 
-def resnext101_32x8d(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                     pooling=None, classes=1000, classifier_activation="softmax", **options):
+def resnext101_32x8d(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNeXt-101 32x8d (Xie et al. 2017), torchvision's; arguments as `resnet`."""
-    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                            classifier_activation), options, "resnext101_32x8d")
+    return _imagenet(
+        None,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+        "resnext101_32x8d",
+    )
 
 
-def resnext101_64x4d(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                     pooling=None, classes=1000, classifier_activation="softmax", **options):
+def resnext101_64x4d(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNeXt-101 64x4d (Xie et al. 2017), torchvision's; arguments as `resnet`."""
-    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                            classifier_activation), options, "resnext101_64x4d")
+    return _imagenet(
+        None,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+        "resnext101_64x4d",
+    )
 
 
-def wide_resnet50_2(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                    pooling=None, classes=1000, classifier_activation="softmax", **options):
+def wide_resnet50_2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """Wide ResNet-50-2 (Zagoruyko & Komodakis 2016), torchvision's; arguments as `resnet`."""
-    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                            classifier_activation), options, "wide_resnet50_2")
+    return _imagenet(
+        None,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+        "wide_resnet50_2",
+    )
 
 
-def wide_resnet101_2(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                     pooling=None, classes=1000, classifier_activation="softmax", **options):
+def wide_resnet101_2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """Wide ResNet-101-2 (Zagoruyko & Komodakis 2016), torchvision's; arguments as `resnet`."""
-    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                            classifier_activation), options, "wide_resnet101_2")
+    return _imagenet(
+        None,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+        "wide_resnet101_2",
+    )
 
 
-def resnet50d(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-              classes=1000, classifier_activation="softmax", **options):
+def resnet50d(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """ResNet-50-D (He et al. 2019, Bag of Tricks), timm's `resnet50d`; arguments as `resnet`."""
-    return _imagenet(None, (include_top, weights, input_tensor, input_shape, pooling, classes,
-                            classifier_activation), options, "resnet50d")
+    return _imagenet(
+        None,
+        (include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation),
+        options,
+        "resnet50d",
+    )
 
 
 def _keras_v2_stage(x, filters, blocks, stride, name, **bn):
@@ -497,9 +683,20 @@ def _keras_v2_stage(x, filters, blocks, stride, name, **bn):
     return blocks_lib.keras_v2_block(x, filters, stride=stride, name=f"{name}_block{blocks}", **bn)
 
 
-def resnet_v2(depth, include_top=True, weights=None, input_tensor=None, input_shape=None,
-              pooling=None, classes=1000, classifier_activation="softmax", *,
-              bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON, name=None):
+def resnet_v2(
+    depth,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    *,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
+    name=None,
+):
     """keras.applications' ResNet V2 (`ResNet50V2`...), layer for layer and parameter for parameter.
 
     A pre-activation ResNet (He et al. 2016) as keras.applications built it for its ImageNet
@@ -526,8 +723,9 @@ def resnet_v2(depth, include_top=True, weights=None, input_tensor=None, input_sh
     """
     check_choice("depth", depth, tuple(KERAS_RESNETS.values()))
     check_choice("pooling", pooling, POOLINGS)
-    _check_keras_arguments(weights, include_top, classes, input_shape, classifier_activation,
-                           has_imagenet=True)
+    _check_keras_arguments(
+        weights, include_top, classes, input_shape, classifier_activation, has_imagenet=True
+    )
     x, inputs = _inputs(input_tensor, input_shape, include_top, 32)
     x = layers.ZeroPadding2D(3, data_format=DATA_FORMAT, name="conv1_pad")(x)
     x = layers.Conv2D(64, 7, strides=2, data_format=DATA_FORMAT, name="conv1_conv")(x)
@@ -539,31 +737,112 @@ def resnet_v2(depth, include_top=True, weights=None, input_tensor=None, input_sh
         x = _keras_v2_stage(x, filters, blocks, stride, f"conv{index}", **bn)
     x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="post_bn")(x)
     x = layers.Activation("relu", name="post_relu")(x)
-    x = _head(x, include_top=include_top, pooling=pooling, classes=classes,
-              classifier_activation=classifier_activation, dropout=0.0)
+    x = _head(
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        dropout=0.0,
+    )
     model = keras.Model(inputs, x, name=name or f"resnet{depth}v2")
     return _load(model, weights, f"resnet{depth}v2", include_top)
 
 
-def resnet50v2(include_top=True, weights=None, input_tensor=None, input_shape=None,
-               pooling=None, classes=1000, classifier_activation="softmax", **options):
+def resnet50v2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """keras.applications' `ResNet50V2`; arguments as `resnet_v2`."""
-    return resnet_v2(50, include_top, weights, input_tensor, input_shape, pooling, classes,
-                     classifier_activation, **options)
+    return resnet_v2(
+        50,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        **options,
+    )
 
 
-def resnet101v2(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                pooling=None, classes=1000, classifier_activation="softmax", **options):
+def resnet101v2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """keras.applications' `ResNet101V2`; arguments as `resnet_v2`."""
-    return resnet_v2(101, include_top, weights, input_tensor, input_shape, pooling, classes,
-                     classifier_activation, **options)
+    return resnet_v2(
+        101,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        **options,
+    )
 
 
-def resnet152v2(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                pooling=None, classes=1000, classifier_activation="softmax", **options):
+def resnet152v2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    **options,
+):
     """keras.applications' `ResNet152V2`; arguments as `resnet_v2`."""
-    return resnet_v2(152, include_top, weights, input_tensor, input_shape, pooling, classes,
-                     classifier_activation, **options)
+    return resnet_v2(
+        152,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        **options,
+    )
+
+
+def check_cifar_depth(depth):
+    """Checks a CIFAR network depth: `6n + 2` with `n >= 1` (He et al. 2015, Sec. 4.2).
+
+    `n` basic blocks of two convolutions in each of the three stages, plus the stem and the
+    classifier: 8, 14, 20, 26, 32, ... layers.
+
+    Args:
+        depth: The depth to check.
+
+    Returns:
+        `depth` as an `int`.
+
+    Raises:
+        ValueError: If `depth` is not an integer `6n + 2` with `n >= 1`, e.g.
+            `... Received: depth=57`.
+    """
+    if not is_positive_int(depth) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            "`depth` must be 6n+2 with n >= 1 (8, 14, 20, 26, 32, ...; the paper uses 20, 32, "
+            f"44, 56, 110). Received: depth={depth!r}"
+        )
+    return int(depth)
 
 
 def cifar_resnet(
@@ -587,7 +866,8 @@ def cifar_resnet(
     Args:
         depth: `6n + 2` with `n >= 1`: 8, 14, 20, 32, 44, 56, 110, ...
         num_classes: Classifier units.
-        input_shape: `(height, width, channels)`; any size of at least 4 works.
+        input_shape: `(height, width, channels)`; any size of at least `CIFAR_TOTAL_STRIDE`
+            (4) works.
         shortcut: `"projection"` (option B), `"identity"` (option A, parameter-free) or
             `"none"` (the plain network of the paper's Fig. 6).
         preact: Pre-activation blocks (He et al. 2016).
@@ -603,12 +883,7 @@ def cifar_resnet(
         ValueError: If `depth` is not 6n+2 with n >= 1, `shortcut` is unknown,
             `zero_init_residual` is set without a shortcut, or `input_shape` is bad.
     """
-    if not is_positive_int(depth) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(
-            "`depth` must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...). "
-            f"Received: depth={depth!r}"
-        )
-    n = (depth - 2) // 6
+    n = (check_cifar_depth(depth) - 2) // 6
     check_positive_int("num_classes", num_classes)
     return _build(
         input_shape=input_shape,
@@ -616,8 +891,13 @@ def cifar_resnet(
         block="basic",
         stem={"stem": "single", "filters": 16, "kernel": 3, "stride": 1, "pool": False},
         preact=preact,
-        head={"include_top": True, "pooling": None, "classes": num_classes,
-              "classifier_activation": "softmax", "dropout": 0.0},
+        head={
+            "include_top": True,
+            "pooling": None,
+            "classes": num_classes,
+            "classifier_activation": "softmax",
+            "dropout": 0.0,
+        },
         shortcut=shortcut,
         stride_at="v1",
         zero_init=zero_init_residual,
@@ -725,11 +1005,21 @@ def build_resnet(
         input_shape=input_shape,
         stages=stages,
         block=block,
-        stem={"stem": "single", "filters": stem_filters, "kernel": 3, "stride": stem_stride,
-              "pool": stem_pool},
+        stem={
+            "stem": "single",
+            "filters": stem_filters,
+            "kernel": 3,
+            "stride": stem_stride,
+            "pool": stem_pool,
+        },
         preact=preact,
-        head={"include_top": True, "pooling": None, "classes": num_classes,
-              "classifier_activation": "softmax", "dropout": dropout},
+        head={
+            "include_top": True,
+            "pooling": None,
+            "classes": num_classes,
+            "classifier_activation": "softmax",
+            "dropout": dropout,
+        },
         shortcut=shortcut,
         stride_at="v1.5",
         zero_init=zero_init_residual,
