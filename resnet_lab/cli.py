@@ -513,23 +513,8 @@ def _add_train_parser(sub):
     p.set_defaults(func=cmd_train, check=check_train)
 
 
-def build_parser():
-    """The argument parser, one sub-command per experiment."""
-    summary, _, details = __doc__.partition("\n")
-    parser = argparse.ArgumentParser(
-        prog="python -m resnet_lab",
-        description=summary,
-        epilog=details.strip("\n"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("fetch", help="download, verify and cache the flowers data")
-    _add_data_args(p)
-    p.set_defaults(func=cmd_fetch)
-
-    _add_train_parser(sub)
-
+def _add_predict_parser(sub):
+    """`predict`: a model (file or run folder) and images."""
     p = sub.add_parser("predict", help="top classes of your own images with a trained model")
     p.add_argument(
         "model",
@@ -553,6 +538,9 @@ def build_parser():
     )
     p.set_defaults(func=cmd_predict)
 
+
+def _add_degradation_parser(sub):
+    """`degradation`: an unset `--epochs` leaves `analysis.degradation_experiment`'s default."""
     p = sub.add_parser("degradation", help="plain vs residual nets, same budget (He et al. Fig. 6)")
     _add_experiment_args(p)
     _image_size_arg(
@@ -581,6 +569,27 @@ def build_parser():
     )
     _add_data_args(p)
     p.set_defaults(func=cmd_degradation, check=check_degradation)
+
+
+def build_parser():
+    """The argument parser, one sub-command per experiment."""
+    summary, _, details = __doc__.partition("\n")
+    parser = argparse.ArgumentParser(
+        prog="python -m resnet_lab",
+        description=summary,
+        epilog=details.strip("\n"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("fetch", help="download, verify and cache the flowers data")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_fetch)
+
+    _add_train_parser(sub)
+
+    _add_predict_parser(sub)
+    _add_degradation_parser(sub)
 
     p = sub.add_parser(
         "gradients",
