@@ -23,9 +23,9 @@ NOTEBOOK = ROOT / "ResNet50.ipynb"
 
 def weights_status():
     """What this machine has for the real transfer run: the cached ImageNet file, or not."""
-    from resnet_lab.transfer import keras_cache_path
+    from resnet_lab.nn import porting
 
-    path = keras_cache_path()
+    path = porting.keras_cache_folder() / porting.weights_file("resnet50", include_top=False)
     if path.is_file():
         return f"ImageNet weights found at {path}"
     return f"no ImageNet weights in Keras' cache ({path})"

@@ -60,8 +60,7 @@ def run(*, image_size=224, batch_size=8, repeats=3, names=None):
         rows[name] = {
             "params": _trainable(model),
             "macs": costs.multiply_adds(model),
-            "images_per_s": costs.inference_speed(model, batch_size=batch_size,
-                                                  repeats=repeats),
+            "images_per_s": costs.inference_speed(model, batch_size=batch_size, repeats=repeats),
             "published": costs.PUBLISHED.get(name),
         }
         del model
@@ -70,15 +69,19 @@ def run(*, image_size=224, batch_size=8, repeats=3, names=None):
     reference = rows.get(REFERENCE, {}).get("images_per_s")
     for row in rows.values():
         row["vs_resnet50"] = row["images_per_s"] / reference if reference else None
-    return {"settings": {"image_size": image_size, "batch_size": batch_size,
-                         "repeats": repeats}, "models": rows}
+    return {
+        "settings": {"image_size": image_size, "batch_size": batch_size, "repeats": repeats},
+        "models": rows,
+    }
 
 
 def summary(result):
     """One line per model: params, multiply-adds (and the published GFLOPS), images/s, ratio."""
     settings = result["settings"]
-    lines = [f"family: inference at {settings['image_size']} px, batch {settings['batch_size']}"
-             f", median of {settings['repeats']}"]
+    lines = [
+        f"family: inference at {settings['image_size']} px, batch {settings['batch_size']}"
+        f", median of {settings['repeats']}"
+    ]
     for name, row in result["models"].items():
         published = (row["published"] or {}).get("gflops")
         if settings["image_size"] != 224:

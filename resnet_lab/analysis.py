@@ -40,11 +40,14 @@ def stratified_batch(labels, indices, size=64, seed=0):
     check_positive_int("size", size)
     indices = np.asarray(indices)
     if size > len(indices):
-        raise ValueError(f"`size` must be at most the {len(indices)} indices to draw from. "
-                         f"Received: size={size}")
+        raise ValueError(
+            f"`size` must be at most the {len(indices)} indices to draw from. Received: size={size}"
+        )
     rng = np.random.default_rng(seed)
-    by_class = [rng.permutation(indices[labels[indices] == c])
-                for c in rng.permutation(np.unique(labels[indices]))]
+    by_class = [
+        rng.permutation(indices[labels[indices] == c])
+        for c in rng.permutation(np.unique(labels[indices]))
+    ]
     depth = max(len(members) for members in by_class)
     # Round robin: every class's first image, then every class's second, ...
     order = [members[i] for i in range(depth) for members in by_class if i < len(members)]
@@ -71,17 +74,26 @@ def layer_gradient_norms(model, images, labels):
         `parameters` (kernel sizes), and `spread` and `spread_per_parameter` (max/min over
         layers of each scale, `spread`).
     """
-    kernels = [(layer.path, layer.kernel) for layer in all_layers(model)
-               if isinstance(layer, keras.layers.Conv2D)]
+    kernels = [
+        (layer.path, layer.kernel)
+        for layer in all_layers(model)
+        if isinstance(layer, keras.layers.Conv2D)
+    ]
     images = np.asarray(images, np.float32)
-    grads, _ = _training_gradients(lambda: (model(images, training=True), None), labels,
-                                   [kernel for _, kernel in kernels])
+    grads, _ = _training_gradients(
+        lambda: (model(images, training=True), None), labels, [kernel for _, kernel in kernels]
+    )
     norms = np.array([float(np.linalg.norm(keras.ops.convert_to_numpy(g))) for g in grads])
     sizes = np.array([int(np.prod(kernel.shape)) for _, kernel in kernels])
     per_parameter = norms / np.sqrt(sizes)
-    return {"layers": [name for name, _ in kernels], "norm": norms.tolist(),
-            "per_parameter": per_parameter.tolist(), "parameters": sizes.tolist(),
-            "spread": spread(norms), "spread_per_parameter": spread(per_parameter)}
+    return {
+        "layers": [name for name, _ in kernels],
+        "norm": norms.tolist(),
+        "per_parameter": per_parameter.tolist(),
+        "parameters": sizes.tolist(),
+        "spread": spread(norms),
+        "spread_per_parameter": spread(per_parameter),
+    }
 
 
 def _training_gradients(forward, labels, variables):
@@ -221,13 +233,17 @@ def depth_sweep(depths, images, labels, *, image_size, num_classes, seed=0):
         "residual": {...}, "seconds": [...]}`, one value per depth; `seconds` is the time to
         build and measure both networks of that depth.
     """
-    sweep = {"depths": [int(d) for d in depths], "seconds": [],
-             "plain": {"grad_first": [], "act_last": []},
-             "residual": {"grad_first": [], "act_last": []}}
+    sweep = {
+        "depths": [int(d) for d in depths],
+        "seconds": [],
+        "plain": {"grad_first": [], "act_last": []},
+        "residual": {"grad_first": [], "act_last": []},
+    }
     for depth in depths:
         start = time.perf_counter()
-        for family, build in zip(("plain", "residual"),
-                                 cifar_pair(depth, num_classes, image_size).values()):
+        for family, build in zip(
+            ("plain", "residual"), cifar_pair(depth, num_classes, image_size).values()
+        ):
             training.set_seed(seed)
             grad_first, act_last = _first_gradient_last_scale(build(), images, labels)
             sweep[family]["grad_first"].append(grad_first)
@@ -239,10 +255,13 @@ def depth_sweep(depths, images, labels, *, image_size, num_classes, seed=0):
 def _first_gradient_last_scale(model, images, labels):
     """`(‖∂loss/∂conv1 kernel‖, std of the input of avg_pool)` in training mode."""
     net, run = _probe(model, lambda net: [net.outputs[0], net.get_layer("avg_pool").input])
-    (grad,), features = _training_gradients(lambda: run(images, True), labels,
-                                            [net.get_layer("conv1_conv").kernel])
-    return (float(np.linalg.norm(keras.ops.convert_to_numpy(grad))),
-            float(np.std(keras.ops.convert_to_numpy(features))))
+    (grad,), features = _training_gradients(
+        lambda: run(images, True), labels, [net.get_layer("conv1_conv").kernel]
+    )
+    return (
+        float(np.linalg.norm(keras.ops.convert_to_numpy(grad))),
+        float(np.std(keras.ops.convert_to_numpy(features))),
+    )
 
 
 def block_responses(model, images):
@@ -271,22 +290,32 @@ def block_responses(model, images):
         return []
     ends = []
     for block in blocks:
-        last = max(int(m[1]) for m in (re.match(rf"{block}_(\d+)_(?:bn|conv)$", n)
-                                       for n in names) if m)
-        ends.append(f"{block}_{last}_bn" if f"{block}_{last}_bn" in names
-                    else f"{block}_{last}_conv")
-    firsts = [next(layer for layer in layers if layer.name.startswith(f"{block}_"))
-              for block in blocks]
+        last = max(
+            int(m[1]) for m in (re.match(rf"{block}_(\d+)_(?:bn|conv)$", n) for n in names) if m
+        )
+        ends.append(
+            f"{block}_{last}_bn" if f"{block}_{last}_bn" in names else f"{block}_{last}_conv"
+        )
+    firsts = [
+        next(layer for layer in layers if layer.name.startswith(f"{block}_")) for block in blocks
+    ]
 
     def tensors_of(net):
         return [f.input for f in firsts] + [net.get_layer(end).output for end in ends]
 
     _, run = _probe(model, tensors_of)
     values = [np.std(keras.ops.convert_to_numpy(t)) for t in run(images, False)]
-    inputs, branches = values[: len(blocks)], values[len(blocks):]
-    return [{"block": block, "stage": block.split("_")[0], "ratio": float(b / i),
-             "branch_std": float(b), "input_std": float(i)}
-            for block, i, b in zip(blocks, inputs, branches)]
+    inputs, branches = values[: len(blocks)], values[len(blocks) :]
+    return [
+        {
+            "block": block,
+            "stage": block.split("_")[0],
+            "ratio": float(b / i),
+            "branch_std": float(b),
+            "input_std": float(i),
+        }
+        for block, i, b in zip(blocks, inputs, branches)
+    ]
 
 
 def most_confused(matrix, class_names, top=3):
@@ -311,8 +340,9 @@ def most_confused(matrix, class_names, top=3):
 
 def _train_one(build, images, labels, splits, fit, seed, verbose, name):
     """Train one network; `(model, history, results)` with both training errors named."""
-    model, results = training.train_classifier(build, images, labels, splits, fit, seed=seed,
-                                               verbose=verbose, name=name)
+    model, results = training.train_classifier(
+        build, images, labels, splits, fit, seed=seed, verbose=verbose, name=name
+    )
     history = results.pop("history")
     results["running_train_error"] = 1 - history["accuracy"][-1]
     results["train_error"] = 1 - results["train_accuracy"]
@@ -372,19 +402,26 @@ def degradation_experiment(
     out = {"histories": {}, "results": {}, "gradients_init": {}, "gradients_trained": {}}
     for depth in depths:
         builders = cifar_pair(depth, num_classes, images.shape[1])
-        batch, initial = gradient_flow(builders, images, labels, splits["train"], grad_batch,
-                                       seed)
+        batch, initial = gradient_flow(builders, images, labels, splits["train"], grad_batch, seed)
         out["gradients_init"].update(initial)
         for name, build in builders.items():
-            model, history, results = _train_one(build, images, labels, splits, fit, seed,
-                                                 verbose, name)
-            out["gradients_trained"][name] = layer_gradient_norms(model, images[batch],
-                                                                  labels[batch])
+            model, history, results = _train_one(
+                build, images, labels, splits, fit, seed, verbose, name
+            )
+            out["gradients_trained"][name] = layer_gradient_norms(
+                model, images[batch], labels[batch]
+            )
             out["histories"][name], out["results"][name] = history, results
             if keep_models:
                 out.setdefault("models", {})[name] = model
     out["gradient_batch"] = batch.tolist()
-    out["settings"] = {"depths": list(depths), "epochs": epochs, "batch_size": batch_size,
-                       "learning_rate": learning_rate, "seed": seed,
-                       "image_size": list(images.shape[1:3]), "grad_batch": grad_batch}
+    out["settings"] = {
+        "depths": list(depths),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "image_size": list(images.shape[1:3]),
+        "grad_batch": grad_batch,
+    }
     return out

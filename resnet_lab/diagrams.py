@@ -95,8 +95,15 @@ def trace_block(block):
     post, merged = _walk_back(output)
     layer, inputs = producer(merged)
     if not inputs:  # reached the input: a plain block
-        return {"pre": [], "main": post, "shortcut": None, "add": None, "post": [],
-                "input": merged, "output": output}
+        return {
+            "pre": [],
+            "main": post,
+            "shortcut": None,
+            "add": None,
+            "post": [],
+            "input": merged,
+            "output": output,
+        }
     if len(inputs) != 2:
         raise ValueError(
             "`block` must merge exactly two paths (branch and shortcut). "
@@ -117,9 +124,15 @@ def trace_block(block):
     branch = next(s.output for s in reversed(first) if id(s.output) in second_outputs)
     (pre, a), (_, b) = (_split_at(path[1:], branch) for path in paths)
     main, shortcut = (a, b) if len(a) >= len(b) else (b, a)
-    return {"pre": pre, "main": main, "shortcut": shortcut,
-            "add": Step(layer, inputs, merged), "post": post,
-            "input": paths[0][0].input, "output": output}
+    return {
+        "pre": pre,
+        "main": main,
+        "shortcut": shortcut,
+        "add": Step(layer, inputs, merged),
+        "post": post,
+        "input": paths[0][0].input,
+        "output": output,
+    }
 
 
 def _shape(tensor):
@@ -153,25 +166,46 @@ def _label(step):
 
 
 def _arrow(ax, start, end):
-    ax.annotate("", xy=end, xytext=start, zorder=1,
-                arrowprops={"arrowstyle": "-|>", "color": "0.25", "lw": 1.1,
-                            "shrinkA": 0, "shrinkB": 0})
+    ax.annotate(
+        "",
+        xy=end,
+        xytext=start,
+        zorder=1,
+        arrowprops={"arrowstyle": "-|>", "color": "0.25", "lw": 1.1, "shrinkA": 0, "shrinkB": 0},
+    )
 
 
 def _box(ax, step, x, y):
     """Draw one layer as a box centred on `(x, y)`; give its output shape if that changed."""
     kind, text = _label(step)
-    ax.add_patch(FancyBboxPatch(
-        (x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H, boxstyle="round,pad=0,rounding_size=0.1",
-        facecolor=COLORS.get(kind, OTHER_COLOR), edgecolor="0.3", lw=1, zorder=2,
-        gid=step.layer.name,
-    ))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - BOX_W / 2, y - BOX_H / 2),
+            BOX_W,
+            BOX_H,
+            boxstyle="round,pad=0,rounding_size=0.1",
+            facecolor=COLORS.get(kind, OTHER_COLOR),
+            edgecolor="0.3",
+            lw=1,
+            zorder=2,
+            gid=step.layer.name,
+        )
+    )
     # Long labels (a grouped convolution's) shrink to stay inside the box.
-    ax.text(x, y, text, ha="center", va="center", fontsize=min(9, 9 * LABEL_CHARS / len(text)),
-            zorder=3)
+    ax.text(
+        x, y, text, ha="center", va="center", fontsize=min(9, 9 * LABEL_CHARS / len(text)), zorder=3
+    )
     if step.input.shape != step.output.shape:  # written beside the arrow leaving the box
-        ax.text(x + 0.1, y - 0.5, _shape(step.output), ha="left", va="center", fontsize=7.5,
-                color="0.35", zorder=3)
+        ax.text(
+            x + 0.1,
+            y - 0.5,
+            _shape(step.output),
+            ha="left",
+            va="center",
+            fontsize=7.5,
+            color="0.35",
+            zorder=3,
+        )
 
 
 def _rows(graph):
@@ -222,8 +256,17 @@ def plot_block(block, title=None, ax=None, path=None):
         y -= 1
         add_y = y
         _arrow(ax, (0, bottom), (0, y + RADIUS))
-        ax.add_patch(Circle((0, y), RADIUS, facecolor="white", edgecolor="0.25", lw=1.2,
-                            zorder=2, gid=graph["add"].layer.name))
+        ax.add_patch(
+            Circle(
+                (0, y),
+                RADIUS,
+                facecolor="white",
+                edgecolor="0.25",
+                lw=1.2,
+                zorder=2,
+                gid=graph["add"].layer.name,
+            )
+        )
         ax.text(0, y, "+", ha="center", va="center", fontsize=13, zorder=3)
         bottom = y - RADIUS
         _draw_shortcut(ax, graph["shortcut"], branch_y, add_y)
@@ -246,9 +289,17 @@ def _draw_shortcut(ax, shortcut, branch_y, add_y):
     _arrow(ax, (SIDE_X, add_y), (RADIUS, add_y))
     middle = (branch_y + add_y) / 2
     if not shortcut:
-        ax.text(SIDE_X, middle, "identity", ha="center", va="center", fontsize=9,
-                style="italic", zorder=3,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 2})
+        ax.text(
+            SIDE_X,
+            middle,
+            "identity",
+            ha="center",
+            va="center",
+            fontsize=9,
+            style="italic",
+            zorder=3,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 2},
+        )
         return
     top = middle + (len(shortcut) - 1) / 2
     for i, step in enumerate(shortcut):

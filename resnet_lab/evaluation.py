@@ -135,8 +135,10 @@ def classify_files(model, paths, class_names=None, top=3):
     if class_names is None:
         class_names = [f"class {c}" for c in range(classes)]
     if len(class_names) != classes:
-        raise ValueError(f"`class_names` must name the model's {classes} classes. "
-                         f"Received: {len(class_names)} names")
+        raise ValueError(
+            f"`class_names` must name the model's {classes} classes. "
+            f"Received: {len(class_names)} names"
+        )
     height, width = model.input_shape[1:3]
     size = (height or 224, width or 224)
     images = np.stack([read_image(path, size) for path in paths])

@@ -19,8 +19,11 @@ from resnet_lab.nn.walk import all_layers
 
 def _kernels(model):
     """The kernels of every convolution and dense layer: the weights the directions move."""
-    return [layer.kernel for layer in all_layers(model)
-            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+    return [
+        layer.kernel
+        for layer in all_layers(model)
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    ]
 
 
 def _filter_norms(array, axes):
@@ -83,8 +86,10 @@ def loss_landscape(model, images, labels, *, steps=11, span=1.0, seed=0):
     """
     check_positive_int("steps", steps)
     if steps % 2 == 0:
-        raise ValueError(f"`steps` must be odd so that the grid holds the weights themselves "
-                         f"(alpha = beta = 0). Received: steps={steps}")
+        raise ValueError(
+            f"`steps` must be odd so that the grid holds the weights themselves "
+            f"(alpha = beta = 0). Received: steps={steps}"
+        )
     if not span > 0:
         raise ValueError(f"`span` must be a positive number. Received: span={span!r}")
     images = np.asarray(images, np.float32)
@@ -106,5 +111,4 @@ def loss_landscape(model, images, labels, *, steps=11, span=1.0, seed=0):
     finally:
         for v, w in zip(variables, original):
             v.assign(w)
-    return {"alphas": alphas, "betas": betas.copy(), "losses": losses,
-            "center_loss": center_loss}
+    return {"alphas": alphas, "betas": betas.copy(), "losses": losses, "center_loss": center_loss}

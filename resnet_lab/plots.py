@@ -79,8 +79,9 @@ def plot_history(histories, metrics=("accuracy", "loss"), path=None):
     return finish(fig, path)
 
 
-def plot_confusion_matrix(matrix, class_names, normalize=True, title=None, path=None, *,
-                          sort=False, annotate_top=0):
+def plot_confusion_matrix(
+    matrix, class_names, normalize=True, title=None, path=None, *, sort=False, annotate_top=0
+):
     """A confusion matrix with class names (rows: true class, columns: predicted).
 
     Args:
@@ -135,14 +136,37 @@ def _mark_confused(ax, counts, names, top):
     lines = []
     for rank, (true, predicted, count) in enumerate(most_confused(counts, names, top), 1):
         i, j = names.index(true), names.index(predicted)
-        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.8,
-                               gid=f"confused {true} -> {predicted}"))
-        ax.annotate(str(rank), (j + 0.5, i - 0.5), color="red", fontsize=7, ha="right",
-                    va="bottom", fontweight="bold")
+        ax.add_patch(
+            Rectangle(
+                (j - 0.5, i - 0.5),
+                1,
+                1,
+                fill=False,
+                edgecolor="red",
+                lw=1.8,
+                gid=f"confused {true} -> {predicted}",
+            )
+        )
+        ax.annotate(
+            str(rank),
+            (j + 0.5, i - 0.5),
+            color="red",
+            fontsize=7,
+            ha="right",
+            va="bottom",
+            fontweight="bold",
+        )
         lines.append(f"{rank}. {true} → {predicted}: {count}")
     if lines:
-        ax.text(1.25, 1.0, "most confused (true → predicted: images)\n" + "\n".join(lines),
-                transform=ax.transAxes, va="top", fontsize=8, color="firebrick")
+        ax.text(
+            1.25,
+            1.0,
+            "most confused (true → predicted: images)\n" + "\n".join(lines),
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+            color="firebrick",
+        )
 
 
 def plot_samples(images, labels, class_names, predictions=None, n=16, cols=8, path=None):
@@ -177,8 +201,9 @@ def plot_samples(images, labels, class_names, predictions=None, n=16, cols=8, pa
     return finish(fig, path)
 
 
-def plot_gradient_norms(norms, title="Gradient norm per layer at initialisation", path=None, *,
-                        sizes=None, ylabel=None):
+def plot_gradient_norms(
+    norms, title="Gradient norm per layer at initialisation", path=None, *, sizes=None, ylabel=None
+):
     """Per-layer gradient norms against depth, one line per network, log scale.
 
     A kernel's gradient norm grows with its size (a 3x3x256x256 kernel has 590k entries, the
@@ -228,8 +253,11 @@ def plot_gradient_norms(norms, title="Gradient norm per layer at initialisation"
 
 def _deepest_pair(names):
     """`("plain-D", "resnet-D")` for the largest depth D with both networks, or `None`."""
-    depths = [int(name.split("-")[1]) for name in names
-              if name.startswith("plain-") and f"resnet-{name.split('-')[1]}" in names]
+    depths = [
+        int(name.split("-")[1])
+        for name in names
+        if name.startswith("plain-") and f"resnet-{name.split('-')[1]}" in names
+    ]
     return (f"plain-{max(depths)}", f"resnet-{max(depths)}") if depths else None
 
 
@@ -245,9 +273,16 @@ def _error_curves(ax, histories, names, colors, results):
             val_error = 100 * (1 - np.asarray(history["val_accuracy"]))
             ax.plot(epochs, val_error, "-", lw=2, color=color, label=f"{name} val")
         if results and results.get(name, {}).get("train_error") is not None:
-            ax.plot([epochs[-1]], [100 * results[name]["train_error"]], "o", ms=7,
-                    color=color, markeredgecolor="black", zorder=5,
-                    label=f"{name} train (clean, final)")
+            ax.plot(
+                [epochs[-1]],
+                [100 * results[name]["train_error"]],
+                "o",
+                ms=7,
+                color=color,
+                markeredgecolor="black",
+                zorder=5,
+                label=f"{name} train (clean, final)",
+            )
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -275,8 +310,10 @@ def plot_degradation(histories, path=None, *, results=None):
     """
     colors = {name: f"C{i}" for i, name in enumerate(histories)}
     pair = _deepest_pair(list(histories))
-    panels = [(f"{family} networks", [n for n in histories if n.startswith(family)])
-              for family in ("plain", "resnet")]
+    panels = [
+        (f"{family} networks", [n for n in histories if n.startswith(family)])
+        for family in ("plain", "resnet")
+    ]
     if pair:
         panels.append((f"{pair[0]} vs {pair[1]}", list(pair)))
     fig = LabFigure(figsize=(5.2 * len(panels), 4), layout="constrained")
@@ -300,8 +337,10 @@ def plot_depth_sweep(sweep, path=None):
         The `LabFigure`: two panels, log y, plain dashed and residual solid.
     """
     fig = LabFigure(figsize=(10, 3.6), layout="constrained")
-    panels = (("grad_first", "‖∂loss/∂kernel‖ at the first convolution"),
-              ("act_last", "std of the last stage's output"))
+    panels = (
+        ("grad_first", "‖∂loss/∂kernel‖ at the first convolution"),
+        ("act_last", "std of the last stage's output"),
+    )
     for ax, (key, ylabel) in zip(fig.subplots(1, 2), panels):
         for family, style, color in (("plain", "--o", "C3"), ("residual", "-o", "C0")):
             ax.plot(sweep["depths"], sweep[family][key], style, color=color, label=family)
@@ -372,9 +411,14 @@ def plot_landscapes(grids, path=None, levels=None):
     fig = LabFigure(figsize=(4.2 * len(grids) + 1, 4), layout="constrained")
     axes = fig.subplots(1, len(grids), sharex=True, sharey=True, squeeze=False)[0]
     for ax, (name, grid) in zip(axes, grids.items()):
-        contours = ax.contour(grid["alphas"], grid["betas"], np.asarray(grid["losses"]).T,
-                              levels=levels, norm=LogNorm(levels[0], levels[-1]),
-                              cmap="viridis")
+        contours = ax.contour(
+            grid["alphas"],
+            grid["betas"],
+            np.asarray(grid["losses"]).T,
+            levels=levels,
+            norm=LogNorm(levels[0], levels[-1]),
+            cmap="viridis",
+        )
         ax.plot([0], [0], "*", color="red", ms=10, label="trained weights")
         ax.set_title(f"{name} (centre loss {grid['center_loss']:.3g})", fontsize=10)
         ax.set_xlabel("α (direction 1)")
@@ -503,8 +547,9 @@ def plot_mixed(images, targets, class_names, n=8, path=None, *, cols=8):
     for i in range(n):
         axes[i].imshow(_as_image(images[i]))
         order = [c for c in np.argsort(-targets[i]) if targets[i, c] >= 0.05]
-        axes[i].set_title("\n".join(f"{targets[i, c]:.0%} {class_names[c]}" for c in order),
-                          fontsize=8)
+        axes[i].set_title(
+            "\n".join(f"{targets[i, c]:.0%} {class_names[c]}" for c in order), fontsize=8
+        )
     return finish(fig, path)
 
 
@@ -527,8 +572,13 @@ def plot_schedule(steps, learning_rates, warmup_steps=None, path=None, *, xlabel
     ax.plot(steps, learning_rates, lw=2)
     if warmup_steps:
         ax.axvline(warmup_steps, ls=":", color="gray")
-        ax.annotate(" end of warm-up", (warmup_steps, 0.08), xycoords=("data", "axes fraction"),
-                    fontsize=8, color="gray")
+        ax.annotate(
+            " end of warm-up",
+            (warmup_steps, 0.08),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            color="gray",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
@@ -563,12 +613,14 @@ def plot_misclassified(images, labels, predictions, class_names, n=16, path=None
     fig, axes = _gallery(max(len(shown), 1), cols)
     for ax, i in zip(axes, shown):
         ax.imshow(_as_image(images[i]))
-        ax.set_title(f"{class_names[labels[i]]} /\n{class_names[predictions[i]]}", fontsize=8,
-                     color="firebrick")
+        ax.set_title(
+            f"{class_names[labels[i]]} /\n{class_names[predictions[i]]}",
+            fontsize=8,
+            color="firebrick",
+        )
     if not len(shown):
         axes[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-    fig.suptitle(f"Misclassified: {len(wrong)} of {len(labels)} (true / predicted)",
-                 fontsize=10)
+    fig.suptitle(f"Misclassified: {len(wrong)} of {len(labels)} (true / predicted)", fontsize=10)
     return finish(fig, path)
 
 
@@ -606,8 +658,7 @@ def plot_per_class_accuracy(per_class, class_names, path=None, *, sort=True):
     width = 0.8 / k
     for j, (name, values) in enumerate(accuracies.items()):
         ax.bar(np.arange(n) + (j - (k - 1) / 2) * width, 100 * values[order], width, label=name)
-    ax.set_xticks(range(n), [class_names[i] for i in order], rotation=45, ha="right",
-                  fontsize=8)
+    ax.set_xticks(range(n), [class_names[i] for i in order], rotation=45, ha="right", fontsize=8)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
@@ -632,8 +683,11 @@ def plot_fine_tuning(history, fine_tune_start_epoch=None, path=None):
     Returns:
         The `LabFigure`.
     """
-    curves = {key: list(values) + list(history.get(f"fine_tune_{key}", []))
-              for key, values in history.items() if not key.startswith("fine_tune_")}
+    curves = {
+        key: list(values) + list(history.get(f"fine_tune_{key}", []))
+        for key, values in history.items()
+        if not key.startswith("fine_tune_")
+    }
     if fine_tune_start_epoch is None:
         fine_tune_start_epoch = len(history.get("accuracy", history.get("loss", [])))
     fig = LabFigure(figsize=(10, 3.4), layout="constrained")
@@ -642,8 +696,14 @@ def plot_fine_tuning(history, fine_tune_start_epoch=None, path=None):
             if curves.get(key):
                 ax.plot(np.arange(1, len(curves[key]) + 1), curves[key], style, label=label)
         ax.axvline(fine_tune_start_epoch + 0.5, color="gray", ls=":")
-        ax.text(fine_tune_start_epoch + 0.5, 0.02, " fine-tuning →", color="gray", fontsize=8,
-                transform=ax.get_xaxis_transform())
+        ax.text(
+            fine_tune_start_epoch + 0.5,
+            0.02,
+            " fine-tuning →",
+            color="gray",
+            fontsize=8,
+            transform=ax.get_xaxis_transform(),
+        )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -689,9 +749,15 @@ def plot_gradcam(images, heatmaps, titles=None, path=None, *, alpha=0.45):
         height, width = image.shape[:2]
         axes[0, i].imshow(image)
         axes[1, i].imshow(image)
-        axes[1, i].imshow(heatmap, cmap="jet", alpha=alpha, vmin=0, vmax=1,
-                          interpolation="bilinear",
-                          extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        axes[1, i].imshow(
+            heatmap,
+            cmap="jet",
+            alpha=alpha,
+            vmin=0,
+            vmax=1,
+            interpolation="bilinear",
+            extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+        )
         if titles is not None:
             axes[0, i].set_title(titles[i], fontsize=8)
         for ax in axes[:, i]:

@@ -2,8 +2,9 @@
 
 TensorFlow 2.20+ prints `oneDNN custom operations are on ...` and `Could not find cuda
 drivers ...` before its absl logging starts, and `failed call to cuInit` at its first device
-query, so `TF_CPP_MIN_LOG_LEVEL` no longer hides them and a notebook shows them in its cells. Importing `resnet_lab` changes no process state;
-calling `import_keras_quietly()` before anything imports TensorFlow does.
+query, so `TF_CPP_MIN_LOG_LEVEL` no longer hides them and a notebook shows them in its cells.
+Importing `resnet_lab` changes no process state; calling `import_keras_quietly()` before
+anything imports TensorFlow does.
 """
 
 import os

@@ -29,8 +29,9 @@ def run_python(*args, code=None, env=None, cwd=ROOT, timeout=600):
         command += ["-c", textwrap.dedent(code)]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     environment = {name: value for name, value in environment.items() if value is not None}
-    return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=environment, cwd=cwd, timeout=timeout
+    )
 
 
 def fixed_classifier(probabilities, image_size=8):
@@ -45,7 +46,10 @@ def fixed_classifier(probabilities, image_size=8):
     probabilities = np.asarray(probabilities, "float32")
     inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = keras.layers.Dense(len(probabilities), activation="softmax",
-                               kernel_initializer="zeros",
-                               bias_initializer=keras.initializers.Constant(np.log(probabilities)))
+    dense = keras.layers.Dense(
+        len(probabilities),
+        activation="softmax",
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(np.log(probabilities)),
+    )
     return keras.Model(inputs, dense(x))

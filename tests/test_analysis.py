@@ -52,9 +52,11 @@ def test_gradient_flow_measures_every_network_at_init_on_one_batch():
         again = analysis.layer_gradient_norms(build(), images[batch], labels[batch])
         np.testing.assert_allclose(measured[name]["norm"], again["norm"], rtol=1e-5)
         assert measured[name]["spread"] == pytest.approx(
-            max(again["norm"]) / min(again["norm"]), rel=1e-5)
+            max(again["norm"]) / min(again["norm"]), rel=1e-5
+        )
         assert measured[name]["spread_per_parameter"] == pytest.approx(
-            max(again["per_parameter"]) / min(again["per_parameter"]), rel=1e-5)
+            max(again["per_parameter"]) / min(again["per_parameter"]), rel=1e-5
+        )
 
 
 def test_plain_and_residual_share_weights_shapes():
@@ -66,14 +68,23 @@ def test_plain_and_residual_share_weights_shapes():
 def test_degradation_experiment_runs_the_grid():
     images, labels, splits = flowers_like(16)
     small = {k: v[::4] for k, v in splits.items()}
-    out = analysis.degradation_experiment(images, labels, small, depths=(8,), epochs=2,
-                                          batch_size=32, verbose=0, grad_batch=17,
-                                          keep_models=True)
+    out = analysis.degradation_experiment(
+        images,
+        labels,
+        small,
+        depths=(8,),
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        grad_batch=17,
+        keep_models=True,
+    )
     assert set(out["histories"]) == set(out["models"]) == {"plain-8", "resnet-8"}
     batch = np.array(out["gradient_batch"])
     assert np.bincount(labels[batch], minlength=17).tolist() == [1] * 17
-    _, initial = analysis.gradient_flow(analysis.cifar_pair(8, 17, 16), images, labels,
-                                        small["train"], 17)
+    _, initial = analysis.gradient_flow(
+        analysis.cifar_pair(8, 17, 16), images, labels, small["train"], 17
+    )
     for name, history in out["histories"].items():
         result = out["results"][name]
         assert len(history["accuracy"]) == 2
@@ -81,8 +92,9 @@ def test_degradation_experiment_runs_the_grid():
         assert result["running_train_error"] == pytest.approx(1 - history["accuracy"][-1])
         assert result["train_error"] == pytest.approx(1 - result["train_accuracy"])
         # Init norms are those of a fresh network on the batch; training changed them.
-        np.testing.assert_allclose(out["gradients_init"][name]["norm"],
-                                   initial[name]["norm"], rtol=1e-5)
+        np.testing.assert_allclose(
+            out["gradients_init"][name]["norm"], initial[name]["norm"], rtol=1e-5
+        )
         trained = np.array(out["gradients_trained"][name]["norm"])
         assert np.median(np.abs(trained / np.array(initial[name]["norm"]) - 1)) > 0.01
         assert np.array(result["confusion_matrix"]).shape == (17, 17)
@@ -98,8 +110,16 @@ def test_degradation_on_ten_classes_records_a_10x10_confusion_matrix():
     index = np.flatnonzero(keep)
     remap = {k: np.searchsorted(index, v[keep[v]]) for k, v in splits.items()}
     small = {k: v[::4] for k, v in remap.items()}
-    out = analysis.degradation_experiment(images[index], labels[index], small, depths=(8,),
-                                          epochs=1, batch_size=16, verbose=0, grad_batch=10)
+    out = analysis.degradation_experiment(
+        images[index],
+        labels[index],
+        small,
+        depths=(8,),
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        grad_batch=10,
+    )
     assert "models" not in out  # by default the result stays JSON-serialisable
     for result in out["results"].values():
         assert np.array(result["confusion_matrix"]).shape == (10, 10)
@@ -124,15 +144,21 @@ def test_depth_sweep_measures_both_families_at_each_depth():
             assert sweep[family]["grad_first"][index] == pytest.approx(first, rel=1e-4)
             net = model.layers[-1]
             features = keras.Model(net.input, net.get_layer("avg_pool").input)(
-                batch.astype("float32") / 255, training=True)
-            assert sweep[family]["act_last"][index] == pytest.approx(float(np.std(features)),
-                                                                     rel=1e-3)
+                batch.astype("float32") / 255, training=True
+            )
+            assert sweep[family]["act_last"][index] == pytest.approx(
+                float(np.std(features)), rel=1e-3
+            )
 
 
 def residual_block_model(zero_init, preact=False):
     x = keras.Input((4, 4, 8))
-    return keras.Model(x, basic_block(x, 8, shortcut="identity", zero_init=zero_init,
-                                      preact=preact, name="conv2_block1"))
+    return keras.Model(
+        x,
+        basic_block(
+            x, 8, shortcut="identity", zero_init=zero_init, preact=preact, name="conv2_block1"
+        ),
+    )
 
 
 @pytest.mark.parametrize("preact", [False, True])
@@ -161,8 +187,9 @@ def test_block_responses_cover_every_residual_block_in_order_through_the_wrapper
     model = analysis.cifar_pair(14, 17, 8)["resnet-14"]()
     images, _, _ = flowers_like(8)
     responses = analysis.block_responses(model, images[:8])
-    assert [r["block"] for r in responses] == [f"conv{s}_block{b}" for s in (2, 3, 4)
-                                               for b in (1, 2)]
+    assert [r["block"] for r in responses] == [
+        f"conv{s}_block{b}" for s in (2, 3, 4) for b in (1, 2)
+    ]
     assert [r["stage"] for r in responses] == ["conv2"] * 2 + ["conv3"] * 2 + ["conv4"] * 2
     assert all(np.isfinite(r["ratio"]) and r["ratio"] > 0 for r in responses)
     plain = analysis.cifar_pair(14, 17, 8)["plain-14"]()

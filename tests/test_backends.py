@@ -13,8 +13,14 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def run(script, **env):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
-                          text=True, env={**ENV, **env}, timeout=300, cwd=TESTS)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env={**ENV, **env},
+        timeout=300,
+        cwd=TESTS,
+    )
 
 
 def test_importing_the_blocks_loads_no_data_download_or_plot_code():

@@ -126,9 +126,9 @@ def test_quick_run_checks_and_records_what_it_claims(quick):
     # The reasons report what this machine has, detected the same way here.
     import tensorflow as tf
 
-    from resnet_lab.transfer import keras_cache_path
+    from resnet_lab.nn import porting
 
-    weights = keras_cache_path()
+    weights = porting.keras_cache_folder() / porting.weights_file("resnet50", include_top=False)
     expected = "ImageNet weights found" if weights.is_file() else "no ImageNet weights"
     assert (
         expected in e2e["transfer_full"]["reason"]

@@ -35,8 +35,9 @@ def names(model):
 @pytest.mark.parametrize("out_channels", (CHANNELS, 2 * CHANNELS))
 @pytest.mark.parametrize("preact", (False, True))
 def test_output_shape(kind, shortcut, stride, out_channels, preact):
-    model = block_model(kind, filters_for(kind, out_channels), stride=stride,
-                        shortcut=shortcut, preact=preact)
+    model = block_model(
+        kind, filters_for(kind, out_channels), stride=stride, shortcut=shortcut, preact=preact
+    )
     y = model(np.random.rand(2, 8, 8, CHANNELS).astype("float32"), training=False)
     assert tuple(y.shape) == (2, 8 // stride, 8 // stride, out_channels)
     assert ("b_add" in names(model)) == (shortcut != "none")
@@ -49,8 +50,9 @@ def test_output_shape(kind, shortcut, stride, out_channels, preact):
 @pytest.mark.parametrize("shortcut", SHORTCUTS)
 def test_odd_input_size_stride_2(kind, shortcut):
     # Both paths must agree on ceil(7 / 2) = 4, or the addition fails.
-    model = block_model(kind, filters_for(kind, 32), in_shape=(7, 7, CHANNELS), stride=2,
-                        shortcut=shortcut)
+    model = block_model(
+        kind, filters_for(kind, 32), in_shape=(7, 7, CHANNELS), stride=2, shortcut=shortcut
+    )
     assert model.output_shape == (None, 4, 4, 32)
 
 
@@ -113,8 +115,9 @@ def test_zero_init_block_computes_its_shortcut(kind, training):
 @pytest.mark.parametrize("kind", BLOCKS)
 def test_zero_init_option_a_subsamples_and_pads(kind):
     x = np.random.default_rng(1).normal(size=(2, 8, 8, CHANNELS)).astype("float32")
-    model = block_model(kind, filters_for(kind, 2 * CHANNELS), stride=2, shortcut="identity",
-                        zero_init=True)
+    model = block_model(
+        kind, filters_for(kind, 2 * CHANNELS), stride=2, shortcut="identity", zero_init=True
+    )
     expected = np.concatenate([x[:, ::2, ::2, :], np.zeros((2, 4, 4, CHANNELS))], axis=-1)
     np.testing.assert_allclose(model(x, training=False), np.maximum(expected, 0.0), atol=1e-6)
 
@@ -131,8 +134,10 @@ def test_zero_init_preact_zeroes_last_conv(kind):
 
 @pytest.mark.parametrize(
     "stride_at, strides",
-    [("v1", {"b_1_conv": (2, 2), "b_2_conv": (1, 1)}),
-     ("v1.5", {"b_1_conv": (1, 1), "b_2_conv": (2, 2)})],
+    [
+        ("v1", {"b_1_conv": (2, 2), "b_2_conv": (1, 1)}),
+        ("v1.5", {"b_1_conv": (1, 1), "b_2_conv": (2, 2)}),
+    ],
 )
 def test_bottleneck_stride_placement(stride_at, strides):
     model = block_model("bottleneck", 8, stride=2, stride_at=stride_at)
@@ -204,5 +209,4 @@ def test_option_a_cannot_remove_channels(kind, filters):
 
 def test_zero_init_needs_a_shortcut():
     with pytest.raises(ValueError, match=r"Received: zero_init=True, shortcut='none'"):
-        basic_block(keras.Input(shape=(8, 8, CHANNELS)), CHANNELS, shortcut="none",
-                    zero_init=True)
+        basic_block(keras.Input(shape=(8, 8, CHANNELS)), CHANNELS, shortcut="none", zero_init=True)

@@ -64,20 +64,29 @@ def test_stage_table_counts_frozen_layers_and_not_moving_statistics():
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     assert costs.stage_table(model)[-1]["params"] == trainable
     # count_params() adds BatchNorm's moving mean and variance, which are not trained.
-    moving = sum(2 * layer.moving_mean.shape[0] for layer in model.layers
-                 if isinstance(layer, keras.layers.BatchNormalization))
+    moving = sum(
+        2 * layer.moving_mean.shape[0]
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert model.count_params() == trainable + moving
     model.trainable = False
     assert costs.stage_table(model)[-1]["params"] == trainable
 
 
 def test_stage_table_looks_into_a_wrapped_network():
-    net = models.build_resnet(input_shape=(16, 16, 3), stages=((4, 1), (8, 1)),
-                              stem_filters=4, num_classes=3)
+    net = models.build_resnet(
+        input_shape=(16, 16, 3), stages=((4, 1), (8, 1)), stem_filters=4, num_classes=3
+    )
     wrapped = models.rescaled(net)
     assert costs.stage_table(wrapped) == costs.stage_table(net)
-    assert [r["stage"] for r in costs.stage_table(net)] == ["conv1", "conv2", "conv3", "head",
-                                                            "total"]
+    assert [r["stage"] for r in costs.stage_table(net)] == [
+        "conv1",
+        "conv2",
+        "conv3",
+        "head",
+        "total",
+    ]
 
 
 def test_stage_table_rejects_a_model_without_resnet_names():

@@ -19,14 +19,20 @@ def trained():
     rng = np.random.default_rng(1)
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([w + rng.uniform(0, 0.5, w.shape).astype("float32")
-                               for w in layer.get_weights()])
+            layer.set_weights(
+                [w + rng.uniform(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()]
+            )
     return model
 
 
 def blocks_of(model, stage):
-    return sorted({layer.name.split("_")[1] for layer in all_layers(model)
-                   if layer.name.startswith(f"{stage}_block")})
+    return sorted(
+        {
+            layer.name.split("_")[1]
+            for layer in all_layers(model)
+            if layer.name.startswith(f"{stage}_block")
+        }
+    )
 
 
 def test_zero_init_blocks_keep_every_prediction(trained):
@@ -61,8 +67,10 @@ def test_plain_blocks_without_the_skip_change_the_predictions(trained):
 
 def test_pre_activation_and_bottleneck_blocks_deepen_too():
     keras.utils.set_random_seed(0)
-    for net in (models.cifar_resnet(8, 5, (16, 16, 3), preact=True, shortcut="identity"),
-                models.build_resnet((16, 16, 3), 5, stages=((8, 1), (8, 1)), block="bottleneck")):
+    for net in (
+        models.cifar_resnet(8, 5, (16, 16, 3), preact=True, shortcut="identity"),
+        models.build_resnet((16, 16, 3), 5, stages=((8, 1), (8, 1)), block="bottleneck"),
+    ):
         deeper = deepen(net, 1)
         x = IMAGES / 255
         assert np.abs(deeper.predict_on_batch(x) - net.predict_on_batch(x)).max() < 1e-6

@@ -29,41 +29,65 @@ def texts(ax):
 
 
 def block_layers(model):
-    return sorted(layer.name for layer in model.layers
-                  if not isinstance(layer, keras.layers.InputLayer))
+    return sorted(
+        layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+    )
 
 
 CASES = {
     "basic, stride 2, projection": (
-        (basic_block, 4, 8), {"stride": 2},
-        [], ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn"], ["b_0_conv", "b_0_bn"],
-        ["b_out"], {"Conv 3×3, 8, /2", "Conv 3×3, 8", "Conv 1×1, 8, /2", "BatchNorm", "ReLU"},
+        (basic_block, 4, 8),
+        {"stride": 2},
+        [],
+        ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn"],
+        ["b_0_conv", "b_0_bn"],
+        ["b_out"],
+        {"Conv 3×3, 8, /2", "Conv 3×3, 8", "Conv 1×1, 8, /2", "BatchNorm", "ReLU"},
     ),
     "basic, option A": (
-        (basic_block, 4, 8), {"stride": 2, "shortcut": "identity"},
-        [], ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn"], ["b_0_pool", "b_0_pad"],
-        ["b_out"], {"subsample /2", "zero-pad channels", "4×4×4", "4×4×8"},
+        (basic_block, 4, 8),
+        {"stride": 2, "shortcut": "identity"},
+        [],
+        ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn"],
+        ["b_0_pool", "b_0_pad"],
+        ["b_out"],
+        {"subsample /2", "zero-pad channels", "4×4×4", "4×4×8"},
     ),
     "basic, identity": (
-        (basic_block, 8, 8), {},
-        [], ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn"], [], ["b_out"],
+        (basic_block, 8, 8),
+        {},
+        [],
+        ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn"],
+        [],
+        ["b_out"],
         {"identity", "+"},
     ),
     "plain": (
-        (basic_block, 4, 8), {"shortcut": "none"},
-        [], ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn", "b_out"], None, [],
+        (basic_block, 4, 8),
+        {"shortcut": "none"},
+        [],
+        ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn", "b_out"],
+        None,
+        [],
         {"input 8×8×4", "output 8×8×8"},
     ),
     "bottleneck, v1.5": (
-        (bottleneck_block, 16, 4), {"stride": 2, "stride_at": "v1.5"},
-        [], ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn", "b_2_relu", "b_3_conv",
-             "b_3_bn"], ["b_0_conv", "b_0_bn"], ["b_out"],
+        (bottleneck_block, 16, 4),
+        {"stride": 2, "stride_at": "v1.5"},
+        [],
+        ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv", "b_2_bn", "b_2_relu", "b_3_conv", "b_3_bn"],
+        ["b_0_conv", "b_0_bn"],
+        ["b_out"],
         {"Conv 1×1, 4", "Conv 3×3, 4, /2", "Conv 1×1, 16", "Conv 1×1, 16, /2"},
     ),
     "pre-activation, projection": (
-        (basic_block, 4, 8), {"stride": 2, "preact": True},
-        ["b_preact_bn", "b_preact_relu"], ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv"],
-        ["b_0_conv"], [], {"Conv 1×1, 8, /2"},
+        (basic_block, 4, 8),
+        {"stride": 2, "preact": True},
+        ["b_preact_bn", "b_preact_relu"],
+        ["b_1_conv", "b_1_bn", "b_1_relu", "b_2_conv"],
+        ["b_0_conv"],
+        [],
+        {"Conv 1×1, 8, /2"},
     ),
 }
 

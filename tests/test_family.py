@@ -28,18 +28,25 @@ def built(name):
 
 # torchvision's `num_params` (weights tables) and "GFLOPS" (= conv + dense multiply-adds of the
 # v1.5 networks, to the two published decimals).
-TORCHVISION = ["resnext50_32x4d", "wide_resnet50_2",
-               pytest.param("resnext101_32x8d", marks=pytest.mark.slow),
-               pytest.param("resnext101_64x4d", marks=pytest.mark.slow),
-               pytest.param("wide_resnet101_2", marks=pytest.mark.slow)]
+TORCHVISION = [
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    pytest.param("resnext101_32x8d", marks=pytest.mark.slow),
+    pytest.param("resnext101_64x4d", marks=pytest.mark.slow),
+    pytest.param("wide_resnet101_2", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_torchvision_counts_and_gflops(name):
     model = built(name)
-    expected = {"resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336,
-                "resnext101_64x4d": 83_455_272, "wide_resnet50_2": 68_883_240,
-                "wide_resnet101_2": 126_886_696}[name]
+    expected = {
+        "resnext50_32x4d": 25_028_904,
+        "resnext101_32x8d": 88_791_336,
+        "resnext101_64x4d": 83_455_272,
+        "wide_resnet50_2": 68_883_240,
+        "wide_resnet101_2": 126_886_696,
+    }[name]
     assert counts(model)[0] == expected == costs.PUBLISHED[name]["params"]
     assert round(costs.multiply_adds(model) / 1e9, 2) == costs.PUBLISHED[name]["gflops"]
     assert model.name == name and model.output_shape == (None, 1000)
@@ -71,9 +78,17 @@ def test_resnet50d_count_is_timms_arithmetic():
     expected = 25_557_032 - (7 * 7 * 3 * 64 + 2 * 64) + deep_stem
     assert counts(model)[0] == expected == 25_576_264 == costs.PUBLISHED["resnet50d"]["params"]
     names = [layer.name for layer in model.layers]
-    assert names[1:10] == ["conv1_1_conv", "conv1_1_bn", "conv1_1_relu", "conv1_2_conv",
-                           "conv1_2_bn", "conv1_2_relu", "conv1_3_conv", "conv1_3_bn",
-                           "conv1_3_relu"]
+    assert names[1:10] == [
+        "conv1_1_conv",
+        "conv1_1_bn",
+        "conv1_1_relu",
+        "conv1_2_conv",
+        "conv1_2_bn",
+        "conv1_2_relu",
+        "conv1_3_conv",
+        "conv1_3_bn",
+        "conv1_3_relu",
+    ]
     assert model.get_layer("conv1_1_conv").strides == (2, 2)
     # Stride 2: 2x2/2 average pool, then a stride-1 1x1 conv; stride 1 (conv2): no pool.
     assert isinstance(model.get_layer("conv3_block1_0_pool"), keras.layers.AveragePooling2D)
@@ -94,8 +109,9 @@ def test_avgpool_shortcut_averages_odd_borders_without_padding():
     assert model.output_shape == (None, 3, 3, 8)
 
 
-@pytest.mark.parametrize("groups, width_per_group, width", [(1, 64, 64), (32, 4, 128),
-                                                            (32, 8, 256), (1, 128, 128)])
+@pytest.mark.parametrize(
+    "groups, width_per_group, width", [(1, 64, 64), (32, 4, 128), (32, 8, 256), (1, 128, 128)]
+)
 def test_bottleneck_width_is_torchvisions_rule(groups, width_per_group, width):
     assert blocks.bottleneck_width(64, groups, width_per_group) == width
 
@@ -105,8 +121,9 @@ def test_grouped_bottleneck_runs_forward_and_backward():
     import tensorflow as tf
 
     inputs = keras.Input((8, 8, 16))
-    model = keras.Model(inputs, blocks.bottleneck_block(inputs, 8, stride=2, groups=4,
-                                                        width_per_group=16, name="b"))
+    model = keras.Model(
+        inputs, blocks.bottleneck_block(inputs, 8, stride=2, groups=4, width_per_group=16, name="b")
+    )
     assert model.output_shape == (None, 4, 4, 32)
     assert model.get_layer("b_2_conv").groups == 4
     x = tf.random.normal((2, 8, 8, 16), seed=0)
@@ -116,10 +133,13 @@ def test_grouped_bottleneck_runs_forward_and_backward():
     assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"groups": 0}, r"Received: groups=0"),
-    ({"width_per_group": 1}, r"Received: filters=4, width_per_group=1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"groups": 0}, r"Received: groups=0"),
+        ({"width_per_group": 1}, r"Received: filters=4, width_per_group=1"),
+    ],
+)
 def test_bad_group_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         blocks.bottleneck_block(keras.Input((8, 8, 16)), 4, **kwargs)
@@ -145,8 +165,9 @@ def test_v2_counts_and_names_equal_keras_applications(depth):
     pools = [(a, b) for a, b in zip(keras_names(theirs), names) if a != b]
     assert len(names) == len(keras_names(theirs))
     assert all(a.startswith("max_pooling2d") and b.endswith("_0_pool") for a, b in pools)
-    assert [b for _, b in pools] == [f"conv{s}_block{n}_0_pool"
-                                     for s, n in zip((2, 3, 4), models.IMAGENET_STAGES[depth][1])]
+    assert [b for _, b in pools] == [
+        f"conv{s}_block{n}_0_pool" for s, n in zip((2, 3, 4), models.IMAGENET_STAGES[depth][1])
+    ]
     # Where keras' V2 strides: the last block of conv2..conv4, on the 3x3.
     last = models.IMAGENET_STAGES[depth][1][0]
     assert ours.get_layer(f"conv2_block{last}_2_conv").strides == (2, 2)
@@ -160,9 +181,12 @@ def batch():
 
 @pytest.fixture(scope="module")
 def source50v2():
-    return randomize(keras.applications.ResNet50V2(weights=None, include_top=False,
-                                                   input_shape=(None, None, 3), pooling="avg"),
-                     seed=3)
+    return randomize(
+        keras.applications.ResNet50V2(
+            weights=None, include_top=False, input_shape=(None, None, 3), pooling="avg"
+        ),
+        seed=3,
+    )
 
 
 def test_port_resnet50v2_agrees_within_1e4(source50v2, batch):
@@ -171,24 +195,31 @@ def test_port_resnet50v2_agrees_within_1e4(source50v2, batch):
     expected = np.asarray(source50v2(batch, training=False))
     assert np.std(expected) > 0.1
     assert porting.max_output_difference(source50v2, target, batch) < 1e-4
-    np.testing.assert_array_equal(target.get_layer("conv2_block1_3_conv").bias.numpy(),
-                                  source50v2.get_layer("conv2_block1_3_conv").bias.numpy())
+    np.testing.assert_array_equal(
+        target.get_layer("conv2_block1_3_conv").bias.numpy(),
+        source50v2.get_layer("conv2_block1_3_conv").bias.numpy(),
+    )
 
 
 def test_port_resnet50v2_with_top_from_a_weights_file(batch, tmp_path):
-    source = randomize(keras.applications.ResNet50V2(weights=None, input_shape=(64, 64, 3),
-                                                     classes=5, classifier_activation=None),
-                       seed=4)
+    source = randomize(
+        keras.applications.ResNet50V2(
+            weights=None, input_shape=(64, 64, 3), classes=5, classifier_activation=None
+        ),
+        seed=4,
+    )
     path = tmp_path / "v2.weights.h5"
     source.save_weights(path)
-    target = models.resnet50v2(weights=str(path), input_shape=(64, 64, 3), classes=5,
-                               classifier_activation=None)
+    target = models.resnet50v2(
+        weights=str(path), input_shape=(64, 64, 3), classes=5, classifier_activation=None
+    )
     assert porting.max_output_difference(source, target, batch) < 1e-4
 
 
 def test_keras_applications_style_call_works_unchanged():
-    model = models.resnet50(weights=None, include_top=False, pooling="avg",
-                            input_shape=(160, 160, 3))
+    model = models.resnet50(
+        weights=None, include_top=False, pooling="avg", input_shape=(160, 160, 3)
+    )
     assert model.input_shape == (None, 160, 160, 3) and model.output_shape == (None, 2048)
     inputs = keras.Input((96, 96, 3), name="pixels")
     x = keras.layers.Rescaling(1 / 255)(inputs)
@@ -197,22 +228,29 @@ def test_keras_applications_style_call_works_unchanged():
     assert models.resnet18(classes=3, classifier_activation=None).output_shape == (None, 3)
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: models.resnet50(weights="imagenet", classes=10), r"`classes` should be 1000"),
-    (lambda: models.resnet50v2(weights="imagenet", input_shape=(160, 160, 3)),
-     r"should be \(224, 224, 3\). Received: input_shape=\(160, 160, 3\)"),
-    (lambda: models.resnet50(weights="imagenet_1k"), r"Received: weights='imagenet_1k'"),
-    (lambda: models.resnext50_32x4d(weights="imagenet"), r"Received: weights='imagenet'"),
-    (lambda: models.resnet50(weights="imagenet", preact=True), r"Received: weights='imagenet'"),
-    (lambda: models.resnet18(input_tensor=keras.Input((64, 64, 3)), input_shape=(32, 32, 3)),
-     r"disagree. Received: input_shape=\(32, 32, 3\)"),
-    (lambda: models.resnet18(input_tensor=np.zeros((1, 64, 64, 3))), r"Keras tensor"),
-    (lambda: models.resnet50v2(include_top=False, input_shape=(16, 16, 3)), r"at least 32"),
-    (lambda: models.resnet18(classes=0), r"Received: classes=0"),
-    (lambda: models.resnet_v2(34), r"50, 101, 152. Received: depth=34"),
-    (lambda: models.resnet18(stem="tiered"), r"Received: stem='tiered'"),
-    (lambda: models.resnet18(shortcut="identity"), r"Received: shortcut='identity'"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: models.resnet50(weights="imagenet", classes=10), r"`classes` should be 1000"),
+        (
+            lambda: models.resnet50v2(weights="imagenet", input_shape=(160, 160, 3)),
+            r"should be \(224, 224, 3\). Received: input_shape=\(160, 160, 3\)",
+        ),
+        (lambda: models.resnet50(weights="imagenet_1k"), r"Received: weights='imagenet_1k'"),
+        (lambda: models.resnext50_32x4d(weights="imagenet"), r"Received: weights='imagenet'"),
+        (lambda: models.resnet50(weights="imagenet", preact=True), r"Received: weights='imagenet'"),
+        (
+            lambda: models.resnet18(input_tensor=keras.Input((64, 64, 3)), input_shape=(32, 32, 3)),
+            r"disagree. Received: input_shape=\(32, 32, 3\)",
+        ),
+        (lambda: models.resnet18(input_tensor=np.zeros((1, 64, 64, 3))), r"Keras tensor"),
+        (lambda: models.resnet50v2(include_top=False, input_shape=(16, 16, 3)), r"at least 32"),
+        (lambda: models.resnet18(classes=0), r"Received: classes=0"),
+        (lambda: models.resnet_v2(34), r"50, 101, 152. Received: depth=34"),
+        (lambda: models.resnet18(stem="tiered"), r"Received: stem='tiered'"),
+        (lambda: models.resnet18(shortcut="identity"), r"Received: shortcut='identity'"),
+    ],
+)
 def test_keras_applications_errors(build, message):
     with pytest.raises(ValueError, match=message):
         build()
@@ -237,8 +275,9 @@ def _point_keras_at(monkeypatch, tmp_path, url, name, md5):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
-def test_imagenet_weights_come_through_keras_get_file(source50v2, batch, tmp_path, monkeypatch,
-                                                      serve):
+def test_imagenet_weights_come_through_keras_get_file(
+    source50v2, batch, tmp_path, monkeypatch, serve
+):
     """`weights="imagenet"`: keras.applications' file name, get_file's md5 check and cache,
     then the port; served from 127.0.0.1 with random weights in the ImageNet files' layout."""
     www = tmp_path / "www"
@@ -281,5 +320,6 @@ def test_inference_speed_is_images_per_second():
 
 def test_published_table_names_its_sources():
     assert {"resnet50", "resnext50_32x4d", "resnet50d", "resnet50v2", "vgg16"} <= set(
-        costs.PUBLISHED)
+        costs.PUBLISHED
+    )
     assert all(row["source"] and row["params"] > 0 for row in costs.PUBLISHED.values())

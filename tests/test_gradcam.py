@@ -42,8 +42,7 @@ def test_heatmap_follows_the_class_not_the_brightness():
     # gradients (weighting channels equally) would light both halves for both classes.
     np.testing.assert_allclose(gradcam.gradcam_heatmaps(model, image, "features")[0], LEFT)
     np.testing.assert_allclose(gradcam.gradcam_heatmaps(model, image, "features", 0)[0], LEFT)
-    np.testing.assert_allclose(gradcam.gradcam_heatmaps(model, image, "features", 1)[0],
-                               1.0 - LEFT)
+    np.testing.assert_allclose(gradcam.gradcam_heatmaps(model, image, "features", 1)[0], 1.0 - LEFT)
 
 
 def test_scores_are_taken_before_the_softmax():
@@ -51,8 +50,7 @@ def test_scores_are_taken_before_the_softmax():
     # vanishes; the score before it still says where class 1 is.
     model, image = _two_region_model(scale=400.0), _left_right_image()
     assert model.predict(image, verbose=0)[0, 1] == 0.0
-    np.testing.assert_allclose(gradcam.gradcam_heatmaps(model, image, "features", 1)[0],
-                               1.0 - LEFT)
+    np.testing.assert_allclose(gradcam.gradcam_heatmaps(model, image, "features", 1)[0], 1.0 - LEFT)
 
 
 def test_one_class_per_image():
@@ -67,8 +65,9 @@ def scratch():
     keras.utils.set_random_seed(0)
     # 16 filters, not fewer: TensorFlow 2.21's oneDNN crashes on the input gradient of a
     # 1x1 stride-2 convolution (the projection shortcut) with fewer than 16 input channels.
-    model = models.scratch_model(image_size=16, num_classes=4, stages=((16, 1), (32, 1)),
-                                 stem_filters=16)
+    model = models.scratch_model(
+        image_size=16, num_classes=4, stages=((16, 1), (32, 1)), stem_filters=16
+    )
     images = np.random.default_rng(0).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
     return model, images
 
@@ -118,7 +117,8 @@ def test_layer_inside_a_frozen_backbone_as_in_the_transfer_model():
     assert maps.shape == (4, 8, 8)
     np.testing.assert_allclose(maps.max(axis=(1, 2)), 1.0)
     np.testing.assert_allclose(
-        maps, gradcam.gradcam_heatmaps(flat, images / 255.0, "features_out", 2), atol=1e-5)
+        maps, gradcam.gradcam_heatmaps(flat, images / 255.0, "features_out", 2), atol=1e-5
+    )
 
 
 def test_a_chain_that_computes_something_else_is_refused():

@@ -49,10 +49,14 @@ def test_each_filter_of_a_direction_has_its_weights_norm():
     conv = rng.normal(size=(3, 3, 4, 5)) * np.arange(1, 6)  # filters of different norms
     dense = rng.normal(size=(7, 2))
     d_conv, d_dense = landscape.filter_normalized_direction([conv, dense], rng)
-    np.testing.assert_allclose(np.sqrt(np.sum(d_conv**2, axis=(0, 1, 2))),
-                               np.sqrt(np.sum(conv**2, axis=(0, 1, 2))), rtol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(d_dense, axis=0), np.linalg.norm(dense, axis=0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.sqrt(np.sum(d_conv**2, axis=(0, 1, 2))),
+        np.sqrt(np.sum(conv**2, axis=(0, 1, 2))),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        np.linalg.norm(d_dense, axis=0), np.linalg.norm(dense, axis=0), rtol=1e-5
+    )
     assert not np.allclose(d_conv, conv)
 
 
@@ -66,11 +70,14 @@ def test_only_kernels_move(net_and_batch):
     assert len(moved) == 7 + 1  # 7 convolutions and the classifier of a CIFAR net of depth 8
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"steps": 4}, "Received: steps=4"),
-    ({"steps": 0}, "Received: steps=0"),
-    ({"span": 0}, "Received: span=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": 4}, "Received: steps=4"),
+        ({"steps": 0}, "Received: steps=0"),
+        ({"span": 0}, "Received: span=0"),
+    ],
+)
 def test_bad_grids_are_refused(net_and_batch, kwargs, message):
     model, images, labels = net_and_batch
     with pytest.raises(ValueError, match=message):

@@ -8,21 +8,35 @@ from matplotlib.figure import Figure
 from resnet_lab import data, plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
-HISTORY = {"accuracy": [0.2, 0.5, 0.7], "val_accuracy": [0.2, 0.4, 0.5],
-           "loss": [2.0, 1.5, 1.0], "val_loss": [2.2, 1.8, 1.6]}
+HISTORY = {
+    "accuracy": [0.2, 0.5, 0.7],
+    "val_accuracy": [0.2, 0.4, 0.5],
+    "loss": [2.0, 1.5, 1.0],
+    "val_loss": [2.2, 1.8, 1.6],
+}
 TRANSFER_HISTORY = {**HISTORY, **{f"fine_tune_{k}": v[:2] for k, v in HISTORY.items()}}
 IMAGES = np.random.default_rng(0).integers(0, 256, (17, 8, 8, 3), dtype=np.uint8)
 LABELS = np.arange(17)
 
 
 AXIS = np.linspace(-1, 1, 5)
-GRID = {"alphas": AXIS, "betas": AXIS, "center_loss": 0.5,
-        "losses": 0.5 + 3 * (AXIS[:, None] ** 2 + 2 * AXIS[None, :] ** 2)}
-SWEEP = {"depths": [20, 56, 110], "seconds": [1, 2, 3],
-         "plain": {"grad_first": [1, 100, 1e5], "act_last": [0.6, 0.6, 0.6]},
-         "residual": {"grad_first": [0.5, 2, 5], "act_last": [1.5, 2.5, 3.6]}}
-RESPONSES = [{"block": f"conv{s}_block{b}", "stage": f"conv{s}", "ratio": 0.1 * s + 0.01 * b}
-             for s in (2, 3, 4) for b in (1, 2, 3)]
+GRID = {
+    "alphas": AXIS,
+    "betas": AXIS,
+    "center_loss": 0.5,
+    "losses": 0.5 + 3 * (AXIS[:, None] ** 2 + 2 * AXIS[None, :] ** 2),
+}
+SWEEP = {
+    "depths": [20, 56, 110],
+    "seconds": [1, 2, 3],
+    "plain": {"grad_first": [1, 100, 1e5], "act_last": [0.6, 0.6, 0.6]},
+    "residual": {"grad_first": [0.5, 2, 5], "act_last": [1.5, 2.5, 3.6]},
+}
+RESPONSES = [
+    {"block": f"conv{s}_block{b}", "stage": f"conv{s}", "ratio": 0.1 * s + 0.01 * b}
+    for s in (2, 3, 4)
+    for b in (1, 2, 3)
+]
 
 
 def flip(batch, training=False):
@@ -31,35 +45,44 @@ def flip(batch, training=False):
 
 MAKERS = {
     "history": lambda p: plots.plot_history({"scratch": HISTORY, "transfer": HISTORY}, path=p),
-    "confusion": lambda p: plots.plot_confusion_matrix(np.eye(17) * 20, data.CLASS_NAMES,
-                                                       path=p),
-    "samples": lambda p: plots.plot_samples(IMAGES[:5], [0, 1, 2, 3, 4], data.CLASS_NAMES,
-                                            predictions=[0, 1, 0, 3, 4], path=p),
-    "gradients": lambda p: plots.plot_gradient_norms({"plain-20": [1, 0.1],
-                                                      "resnet-20": [1, 1]}, path=p),
+    "confusion": lambda p: plots.plot_confusion_matrix(np.eye(17) * 20, data.CLASS_NAMES, path=p),
+    "samples": lambda p: plots.plot_samples(
+        IMAGES[:5], [0, 1, 2, 3, 4], data.CLASS_NAMES, predictions=[0, 1, 0, 3, 4], path=p
+    ),
+    "gradients": lambda p: plots.plot_gradient_norms(
+        {"plain-20": [1, 0.1], "resnet-20": [1, 1]}, path=p
+    ),
     "gradients per parameter": lambda p: plots.plot_gradient_norms(
-        {"plain-20": [1, 0.1], "resnet-20": [1, 1]}, sizes=[432, 2304], path=p),
-    "degradation": lambda p: plots.plot_degradation({"plain-20": HISTORY, "resnet-20": HISTORY},
-                                                    path=p),
+        {"plain-20": [1, 0.1], "resnet-20": [1, 1]}, sizes=[432, 2304], path=p
+    ),
+    "degradation": lambda p: plots.plot_degradation(
+        {"plain-20": HISTORY, "resnet-20": HISTORY}, path=p
+    ),
     "comparison": lambda p: plots.plot_comparison(
-        {"a": {"train_accuracy": 1, "val_accuracy": 0.5, "test_accuracy": 0.4}}, path=p),
-    "class examples": lambda p: plots.plot_class_examples(IMAGES, LABELS, data.CLASS_NAMES,
-                                                          path=p),
+        {"a": {"train_accuracy": 1, "val_accuracy": 0.5, "test_accuracy": 0.4}}, path=p
+    ),
+    "class examples": lambda p: plots.plot_class_examples(IMAGES, LABELS, data.CLASS_NAMES, path=p),
     "augmented": lambda p: plots.plot_augmented(IMAGES[0], flip, n=3, path=p),
-    "schedule": lambda p: plots.plot_schedule(np.arange(100), np.linspace(0, 1, 100),
-                                              warmup_steps=10, path=p),
-    "misclassified": lambda p: plots.plot_misclassified(IMAGES, LABELS, LABELS[::-1],
-                                                        data.CLASS_NAMES, n=4, path=p),
+    "schedule": lambda p: plots.plot_schedule(
+        np.arange(100), np.linspace(0, 1, 100), warmup_steps=10, path=p
+    ),
+    "misclassified": lambda p: plots.plot_misclassified(
+        IMAGES, LABELS, LABELS[::-1], data.CLASS_NAMES, n=4, path=p
+    ),
     "per class": lambda p: plots.plot_per_class_accuracy(
-        {"scratch": np.linspace(0, 1, 17), "transfer": np.ones(17)}, data.CLASS_NAMES, path=p),
+        {"scratch": np.linspace(0, 1, 17), "transfer": np.ones(17)}, data.CLASS_NAMES, path=p
+    ),
     "fine-tuning": lambda p: plots.plot_fine_tuning(TRANSFER_HISTORY, 3, path=p),
-    "mixed": lambda p: plots.plot_mixed(IMAGES[:3], np.eye(17)[LABELS[:3]] * 0.7 +
-                                        np.eye(17)[LABELS[3:6]] * 0.3, data.CLASS_NAMES,
-                                        path=p),
-    "gradcam": lambda p: plots.plot_gradcam(IMAGES[:2], [np.eye(3), np.ones((7, 5))],
-                                            titles=["a", "b"], path=p),
-    "landscapes": lambda p: plots.plot_landscapes({"plain-56": GRID, "resnet-56": GRID},
-                                                  path=p),
+    "mixed": lambda p: plots.plot_mixed(
+        IMAGES[:3],
+        np.eye(17)[LABELS[:3]] * 0.7 + np.eye(17)[LABELS[3:6]] * 0.3,
+        data.CLASS_NAMES,
+        path=p,
+    ),
+    "gradcam": lambda p: plots.plot_gradcam(
+        IMAGES[:2], [np.eye(3), np.ones((7, 5))], titles=["a", "b"], path=p
+    ),
+    "landscapes": lambda p: plots.plot_landscapes({"plain-56": GRID, "resnet-56": GRID}, path=p),
     "depth sweep": lambda p: plots.plot_depth_sweep(SWEEP, path=p),
     "block responses": lambda p: plots.plot_block_responses({"resnet-20": RESPONSES}, path=p),
 }
@@ -122,8 +145,7 @@ def test_misclassified_shows_only_the_wrong_ones():
 
 
 def test_per_class_accuracy_one_bar_per_class_and_model():
-    fig = plots.plot_per_class_accuracy({"a": np.full(17, 0.5), "b": np.ones(17)},
-                                        data.CLASS_NAMES)
+    fig = plots.plot_per_class_accuracy({"a": np.full(17, 0.5), "b": np.ones(17)}, data.CLASS_NAMES)
     heights = [bar.get_height() for bar in fig.axes[0].patches]
     assert heights == [50.0] * 17 + [100.0] * 17
     with pytest.raises(ValueError, match="Received: per_class"):
@@ -167,8 +189,10 @@ def test_mixed_titles_name_each_class_with_its_weight():
     targets[1, [1, 2, 5]] = [0.97, 0.02, 0.01]
     fig = plots.plot_mixed(IMAGES[:2], targets, data.CLASS_NAMES)
     titles = [ax.get_title() for ax in fig.axes if ax.images]
-    assert titles == [f"75% {data.CLASS_NAMES[3]}\n25% {data.CLASS_NAMES[7]}",
-                      f"97% {data.CLASS_NAMES[1]}"]
+    assert titles == [
+        f"75% {data.CLASS_NAMES[3]}\n25% {data.CLASS_NAMES[7]}",
+        f"97% {data.CLASS_NAMES[1]}",
+    ]
 
 
 def test_landscapes_share_axes_and_contour_levels_and_mark_the_centre():
@@ -218,8 +242,7 @@ def test_degradation_marks_the_clean_training_error_and_pairs_the_deepest():
     assert list(dot.get_xdata()) == [3] and list(dot.get_ydata()) == pytest.approx([40.0])
     # Without results, no dots; without a pair of one depth, no third panel.
     fig = plots.plot_degradation({"plain-20": HISTORY, "resnet-56": HISTORY})
-    assert len(fig.axes) == 2 and not any(line.get_marker() == "o" for line in
-                                          fig.axes[0].lines)
+    assert len(fig.axes) == 2 and not any(line.get_marker() == "o" for line in fig.axes[0].lines)
 
 
 def test_confusion_matrix_sorted_by_accuracy_and_most_confused_outlined():
@@ -237,11 +260,11 @@ def test_confusion_matrix_sorted_by_accuracy_and_most_confused_outlined():
 
 
 def test_per_class_accuracy_sorted_best_first():
-    fig = plots.plot_per_class_accuracy({"a": [0.2, 0.9, 0.5], "b": [0.4, 0.7, 0.5]},
-                                        ["x", "y", "z"])
+    fig = plots.plot_per_class_accuracy(
+        {"a": [0.2, 0.9, 0.5], "b": [0.4, 0.7, 0.5]}, ["x", "y", "z"]
+    )
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["y", "z", "x"]
     assert [bar.get_height() for bar in ax.patches][:3] == pytest.approx([90, 50, 20])
-    unsorted = plots.plot_per_class_accuracy({"a": [0.2, 0.9, 0.5]}, ["x", "y", "z"],
-                                             sort=False)
+    unsorted = plots.plot_per_class_accuracy({"a": [0.2, 0.9, 0.5]}, ["x", "y", "z"], sort=False)
     assert [t.get_text() for t in unsorted.axes[0].get_xticklabels()] == ["x", "y", "z"]

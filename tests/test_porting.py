@@ -31,8 +31,9 @@ def source50():
 
 @pytest.fixture(scope="module")
 def source50_top():
-    return randomize(keras_resnet(50, include_top=True, classes=7, classifier_activation=None),
-                     seed=1)
+    return randomize(
+        keras_resnet(50, include_top=True, classes=7, classifier_activation=None), seed=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +95,23 @@ def test_port_resnet101(batch):
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: resnet50(include_top=False, pooling="avg", stride_at="v1.5"),
-         r"`conv3_block1_1_conv` differs in strides: source has \(2, 2\), target has \(1, 1\)"),
-        (lambda: resnet50(include_top=False, pooling="avg", bn_epsilon=1e-3),
-         r"differs in epsilon"),
-        (lambda: resnet50(include_top=False, pooling="avg", preact=True),
-         r"only in target \['conv2_block1_preact_bn'"),
+        (
+            lambda: resnet50(include_top=False, pooling="avg", stride_at="v1.5"),
+            r"`conv3_block1_1_conv` differs in strides: source has \(2, 2\), target has \(1, 1\)",
+        ),
+        (
+            lambda: resnet50(include_top=False, pooling="avg", bn_epsilon=1e-3),
+            r"differs in epsilon",
+        ),
+        (
+            lambda: resnet50(include_top=False, pooling="avg", preact=True),
+            r"only in target \['conv2_block1_preact_bn'",
+        ),
         (lambda: resnet50(input_shape=(64, 64, 3)), r"differ in include_top"),
-        (lambda: resnet(34, include_top=False),
-         r"differ in depth: source has bottleneck .*, target has basic blocks"),
+        (
+            lambda: resnet(34, include_top=False),
+            r"differ in depth: source has bottleneck .*, target has basic blocks",
+        ),
     ],
     ids=["v1.5", "epsilon", "preact", "top", "basic"],
 )
@@ -115,16 +124,22 @@ def test_mismatched_target_raises(source50, build, message):
 
 
 def test_mismatched_depth_raises(source50, target101):
-    with pytest.raises(ValueError, match=r"source has bottleneck blocks per stage \(3, 4, 6, 3\) "
-                                         r"\(ResNet-50\), target has .*\(3, 4, 23, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"source has bottleneck blocks per stage \(3, 4, 6, 3\) "
+        r"\(ResNet-50\), target has .*\(3, 4, 23, 3\)",
+    ):
         port_keras_weights(source50, target101)
 
 
 def test_mismatched_file_raises(source50, target101, tmp_path):
     path = tmp_path / "notop.h5"
     save_legacy_h5(source50, path)
-    with pytest.raises(ValueError, match=r"file has .*\(ResNet-50\), top=False; target has "
-                                         r".*\(ResNet-101\), top=False"):
+    with pytest.raises(
+        ValueError,
+        match=r"file has .*\(ResNet-50\), top=False; target has "
+        r".*\(ResNet-101\), top=False",
+    ):
         port_keras_weights(path, target101)
     with pytest.raises(ValueError, match=r"top=False; target has .*top=True"):
         port_keras_weights(path, resnet50())

@@ -65,8 +65,9 @@ def _check_block_args(x, filters, stride, shortcut, stride_at, expansion, zero_i
         )
 
 
-def _conv(x, filters, kernel_size, stride, name, zero=False, groups=1, use_bias=False,
-          padding=None):
+def _conv(
+    x, filters, kernel_size, stride, name, zero=False, groups=1, use_bias=False, padding=None
+):
     # No bias by default: the BatchNorm that follows subtracts the mean and adds its own beta.
     # "same" on a stride-2 3x3 pads an even input by (0, 1), not torchvision's (1, 1): the
     # shapes agree, but torchvision weights would need explicit padding to match exactly.
@@ -99,8 +100,9 @@ def _relu(x, name):
     return layers.Activation("relu", name=name)(x)
 
 
-def _shortcut(x, preactivated, out_channels, *, stride, shortcut, preact, bn_momentum,
-              bn_epsilon, name):
+def _shortcut(
+    x, preactivated, out_channels, *, stride, shortcut, preact, bn_momentum, bn_epsilon, name
+):
     """The skip path: `None` (plain net), identity, projection (B), avg-pool projection (D) or A."""
     in_channels = x.shape[-1]
     if shortcut == "none":
@@ -115,15 +117,15 @@ def _shortcut(x, preactivated, out_channels, *, stride, shortcut, preact, bn_mom
             # ResNet-D (He et al. 2019, Sec. 4.1): a strided 1x1 conv drops 3/4 of its input,
             # an average pool first lets every input reach the sum. "same" averages only the
             # real values at an odd border, as timm's `ceil_mode=True, count_include_pad=False`.
-            y = layers.AveragePooling2D(2, strides=2, padding="same", data_format=DATA_FORMAT,
-                                        name=f"{name}_0_pool")(y)
+            y = layers.AveragePooling2D(
+                2, strides=2, padding="same", data_format=DATA_FORMAT, name=f"{name}_0_pool"
+            )(y)
             stride = 1
         y = _conv(y, out_channels, 1, stride, f"{name}_0_conv")
         return y if preact else _bn(y, f"{name}_0_bn", bn_momentum, bn_epsilon)
     # Option A (He et al. 2015, Sec. 4.2): x[:, ::2, ::2, :], then zero channels appended.
     if stride == 2:
-        x = layers.MaxPooling2D(1, strides=2, data_format=DATA_FORMAT,
-                                name=f"{name}_0_pool")(x)
+        x = layers.MaxPooling2D(1, strides=2, data_format=DATA_FORMAT, name=f"{name}_0_pool")(x)
     if out_channels > in_channels:
         # Read as channels_first, ZeroPadding2D pads the last two axes (width, channels): a
         # built-in layer pads the channel axis, so saving needs no custom objects.
@@ -187,8 +189,14 @@ def basic_block(
     """
     _check_block_args(x, filters, stride, shortcut, "v1", EXPANSION["basic"], zero_init)
     name = name or f"basic_block_{keras.backend.get_uid('basic_block')}"
-    skip = {"stride": stride, "shortcut": shortcut, "preact": preact, "name": name,
-            "bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon}
+    skip = {
+        "stride": stride,
+        "shortcut": shortcut,
+        "preact": preact,
+        "name": name,
+        "bn_momentum": bn_momentum,
+        "bn_epsilon": bn_epsilon,
+    }
 
     def bn(y, suffix, zero=False):
         return _bn(y, f"{name}_{suffix}", bn_momentum, bn_epsilon, zero=zero)
@@ -231,8 +239,11 @@ def bottleneck_width(filters, groups=1, width_per_group=64):
     Raises:
         ValueError: If an argument is not a positive integer, or the width would be 0.
     """
-    for argument, value in (("filters", filters), ("groups", groups),
-                            ("width_per_group", width_per_group)):
+    for argument, value in (
+        ("filters", filters),
+        ("groups", groups),
+        ("width_per_group", width_per_group),
+    ):
         check_positive_int(argument, value)
     width = int(filters * width_per_group / 64) * groups
     if width < 1:
@@ -303,8 +314,14 @@ def bottleneck_block(
     width = bottleneck_width(filters, groups, width_per_group)
     name = name or f"bottleneck_block_{keras.backend.get_uid('bottleneck_block')}"
     first, middle = (stride, 1) if stride_at == "v1" else (1, stride)
-    skip = {"stride": stride, "shortcut": shortcut, "preact": preact, "name": name,
-            "bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon}
+    skip = {
+        "stride": stride,
+        "shortcut": shortcut,
+        "preact": preact,
+        "name": name,
+        "bn_momentum": bn_momentum,
+        "bn_epsilon": bn_epsilon,
+    }
 
     def bn(y, suffix, zero=False):
         return _bn(y, f"{name}_{suffix}", bn_momentum, bn_epsilon, zero=zero)
@@ -330,8 +347,15 @@ def bottleneck_block(
     return _relu(_add(s, y, name), f"{name}_out")
 
 
-def keras_v2_block(x, filters, stride=1, conv_shortcut=False, bn_momentum=BN_MOMENTUM,
-                   bn_epsilon=BN_EPSILON, name=None):
+def keras_v2_block(
+    x,
+    filters,
+    stride=1,
+    conv_shortcut=False,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
+    name=None,
+):
     """keras.applications' ResNetV2 unit (`residual_block_v2`), layer for layer.
 
     A pre-activation bottleneck, BN-ReLU then 1x1, 3x3, 1x1, as He et al. 2016, but where
@@ -373,8 +397,9 @@ def keras_v2_block(x, filters, stride=1, conv_shortcut=False, bn_momentum=BN_MOM
     if conv_shortcut:
         s = _conv(a, out, 1, stride, f"{name}_0_conv", use_bias=True)
     elif stride > 1:
-        s = layers.MaxPooling2D(1, strides=stride, data_format=DATA_FORMAT,
-                                name=f"{name}_0_pool")(x)
+        s = layers.MaxPooling2D(1, strides=stride, data_format=DATA_FORMAT, name=f"{name}_0_pool")(
+            x
+        )
     else:
         s = x
     y = _conv(a, filters, 1, 1, f"{name}_1_conv")

@@ -238,13 +238,28 @@ def stage_table(model):
         shape = row.pop("shape")
         spatial = shape[:2] if len(shape) == 3 else (None, None)
         blocks = len(row.pop("blocks")) or None
-        table.append({"stage": stage, "height": spatial[0], "width": spatial[1],
-                      "channels": shape[-1], "blocks": blocks,
-                      "params": row["params"], "macs": row["macs"]})
-    table.append({"stage": "total", "height": None, "width": None, "channels": None,
-                  "blocks": sum(row["blocks"] or 0 for row in table),
-                  "params": sum(row["params"] for row in table),
-                  "macs": sum(row["macs"] for row in table)})
+        table.append(
+            {
+                "stage": stage,
+                "height": spatial[0],
+                "width": spatial[1],
+                "channels": shape[-1],
+                "blocks": blocks,
+                "params": row["params"],
+                "macs": row["macs"],
+            }
+        )
+    table.append(
+        {
+            "stage": "total",
+            "height": None,
+            "width": None,
+            "channels": None,
+            "blocks": sum(row["blocks"] or 0 for row in table),
+            "params": sum(row["params"] for row in table),
+            "macs": sum(row["macs"] for row in table),
+        }
+    )
     return table
 
 
@@ -265,13 +280,22 @@ def format_stage_table(rows):
             output = f"{row['height']}x{row['width']}x{row['channels']}"
         else:
             output = "" if row["channels"] is None else str(row["channels"])
-        lines.append((row["stage"], output, "-" if row["blocks"] is None else str(row["blocks"]),
-                      f"{row['params']:,}", f"{row['macs'] / 1e6:,.1f}"))
+        lines.append(
+            (
+                row["stage"],
+                output,
+                "-" if row["blocks"] is None else str(row["blocks"]),
+                f"{row['params']:,}",
+                f"{row['macs'] / 1e6:,.1f}",
+            )
+        )
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
     def text(line):
         # Names left-aligned, numbers right-aligned.
-        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                         for i, (cell, w) in enumerate(zip(line, widths)))
+        return "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths))
+        )
 
     return "\n".join([text(header), "  ".join("-" * w for w in widths), *map(text, lines)])

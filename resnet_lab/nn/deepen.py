@@ -83,8 +83,10 @@ def deepen(model, extra_blocks=1, *, skip=True, zero_init=True, seed=0):
     check_positive_int("extra_blocks", extra_blocks)
     ends = _stage_ends(model)
     if not ends:
-        raise ValueError("`model` must hold ResNet stages with blocks named `convS_blockB_*` "
-                         f"(the lab's builders). Received: model={model.name!r}")
+        raise ValueError(
+            "`model` must hold ResNet stages with blocks named `convS_blockB_*` "
+            f"(the lab's builders). Received: model={model.name!r}"
+        )
     layers = {layer.name: layer for layer in all_layers(model)}
     keras.utils.set_random_seed(seed)
 
@@ -111,9 +113,14 @@ def _append_blocks(x, stage, last, count, settings, skip, zero_init):
     try:
         for index in range(last + 1, last + 1 + count):
             x = BLOCKS[settings["block"]](
-                x, settings["filters"], stride=1, shortcut="identity" if skip else "none",
-                preact=settings["preact"], zero_init=skip and zero_init,
-                bn_momentum=settings["bn_momentum"], bn_epsilon=settings["bn_epsilon"],
+                x,
+                settings["filters"],
+                stride=1,
+                shortcut="identity" if skip else "none",
+                preact=settings["preact"],
+                zero_init=skip and zero_init,
+                bn_momentum=settings["bn_momentum"],
+                bn_epsilon=settings["bn_epsilon"],
                 name=f"{stage}_block{index}",
             )
     finally:

@@ -86,8 +86,7 @@ def imagenet_weights_path(name="resnet50", include_top=False):
         )
     file, md5 = weights_file(name, include_top), WEIGHTS_HASHES[name][0 if include_top else 1]
     try:
-        return keras.utils.get_file(file, WEIGHTS_URL + file, cache_subdir="models",
-                                    file_hash=md5)
+        return keras.utils.get_file(file, WEIGHTS_URL + file, cache_subdir="models", file_hash=md5)
     except Exception as error:  # Keras raises a bare Exception on a failed download.
         raise WeightsUnavailableError(
             f"Could not download the ImageNet weights for {name} ({error}).\n"
@@ -96,6 +95,7 @@ def imagenet_weights_path(name="resnet50", include_top=False):
             "$KERAS_HOME/models, default ~/.keras/models), or pass its path as `weights=`. To "
             "run without ImageNet weights say so explicitly with `weights=None`."
         ) from error
+
 
 _BLOCK_CONV = re.compile(r"^conv(\d+)_block(\d+)_(\d)_conv$")
 
@@ -239,8 +239,12 @@ def _plan(source, target):
         _check_same("type", name, type(source_layer).__name__, type(target_layer).__name__)
         if isinstance(target_layer, keras.layers.Conv2D):
             for attribute in ("kernel_size", "strides"):
-                _check_same(attribute, name, getattr(source_layer, attribute),
-                            getattr(target_layer, attribute))
+                _check_same(
+                    attribute,
+                    name,
+                    getattr(source_layer, attribute),
+                    getattr(target_layer, attribute),
+                )
             _check_same("padding", name, source_layer.padding.lower(), target_layer.padding.lower())
             _check_same("kernel shape", name, source_layer.kernel.shape, target_layer.kernel.shape)
             plan.append((target_layer.kernel, keras.ops.convert_to_numpy(source_layer.kernel)))
