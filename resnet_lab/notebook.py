@@ -143,7 +143,7 @@ def machine_info(folder):
     )
 
 
-def execute(nb, folder, timeout=None):
+def execute(nb, folder, timeout=None, progress=False):
     """Run every code cell of `nb` in place, as `jupyter nbconvert --execute` does.
 
     Outputs of an earlier run are cleared first, so a run that stops leaves none behind. Each
@@ -154,6 +154,8 @@ def execute(nb, folder, timeout=None):
         nb: The notebook (`nbformat.NotebookNode`), modified in place.
         folder: The kernel's working folder (the notebook's own, as nbconvert uses).
         timeout: Seconds a cell may run; `None` for no limit.
+        progress: Show a progress bar over the code cells (`resnet_lab.progress.ProgressBar`),
+            naming the cell that just finished.
 
     Raises:
         nbclient.exceptions.CellExecutionError: A cell raised (also `CellTimeoutError`,
@@ -171,10 +173,18 @@ def execute(nb, folder, timeout=None):
         record_timing=False,
         resources={"metadata": {"path": str(folder)}},
     )
+    bar = None
+    if progress:
+        from resnet_lab.progress import ProgressBar  # noqa: PLC0415 (tqdm only when shown)
+
+        bar = ProgressBar(len(code_cells(nb)), "ResNet50.ipynb", "cells")
+        client.on_cell_executed = lambda cell, **_: bar.update(1, {"done": cell.get("id")})
     start = time.perf_counter()
     try:
         client.execute()
     finally:
+        if bar is not None:
+            bar.close()
         wall = format_duration(time.perf_counter() - start)
         if code_cells(nb):
             text = f"{info}wall time of the whole run: {wall}\n"
@@ -197,13 +207,14 @@ def _failure(nb, error):
     return f"{where}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}"
 
 
-def run(notebook=NOTEBOOK, output_dir=RUNS, timeout=None):
+def run(notebook=NOTEBOOK, output_dir=RUNS, timeout=None, progress=True):
     """Execute `notebook` headless and write it, with all its outputs, into `output_dir`.
 
     Args:
         notebook: The notebook to run (it is not modified).
         output_dir: Folder of the executed copy, `output_dir / notebook.name`.
         timeout: Seconds a cell may run; `None` for no limit.
+        progress: Show a progress bar over the code cells on stderr.
 
     Returns:
         The executed notebook's path.
@@ -216,7 +227,7 @@ def run(notebook=NOTEBOOK, output_dir=RUNS, timeout=None):
     nb = nbformat.read(notebook, as_version=4)
     out = Path(output_dir) / notebook.name
     try:
-        execute(nb, notebook.resolve().parent, timeout)
+        execute(nb, notebook.resolve().parent, timeout, progress=progress)
     except RUN_ERRORS as error:
         save_notebook(nb, out)
         raise NotebookError(
