@@ -14,6 +14,9 @@ import sys
 import pytest
 from helpers import run_python
 
+# The quick benchmark run is module-scoped: keep this file on one worker.
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
 SECTIONS = (
     "machine",
     "builders",

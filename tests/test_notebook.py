@@ -11,6 +11,10 @@ from helpers import ROOT, run_python
 
 from resnet_lab import notebook as runner
 
+# One worker runs the smoke notebook (the session's `executed` fixture) for this file and
+# test_page.py: with pytest-xdist, tests of one group share a worker.
+pytestmark = pytest.mark.xdist_group("notebook")
+
 NOTEBOOK = ROOT / runner.NOTEBOOK
 MAX_COMMITTED_BYTES = 5 * 2**20  # diffs and renders quickly (issue 17, item 7)
 

@@ -18,6 +18,9 @@ from helpers import ROOT, run_python
 
 from resnet_lab import notebook as runner
 
+# With test_notebook.py on one worker, so the smoke notebook runs once (see there).
+pytestmark = pytest.mark.xdist_group("notebook")
+
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed: apt-get install -y chromium"

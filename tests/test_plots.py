@@ -1,5 +1,7 @@
 """Every plot returns a figure that Jupyter renders as a PNG and saves a real PNG."""
 
+import io
+
 import numpy as np
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -101,6 +103,24 @@ def test_jupyter_renders_the_figure_as_png(make):
     # `Figure` made without pyplot gets only `text/plain` here.
     data_, _ = InteractiveShell.instance().display_formatter.format(make(None))
     assert data_["image/png"][:8] == PNG
+
+
+PHOTO_FIGURES = ("class examples", "augmented", "misclassified", "mixed", "gradcam")
+
+
+@pytest.mark.parametrize("name", PHOTO_FIGURES)
+def test_photo_galleries_render_at_the_photo_resolution(name, tmp_path):
+    """Photos render at PHOTO_DPI, the other figures at DPI: a gallery's PNG is what keeps the
+    committed notebook small, in Jupyter and in a saved file alike."""
+    from PIL import Image
+
+    fig = MAKERS[name](tmp_path / "photo.png")
+    chart = MAKERS["history"](None)
+    assert (fig.png_dpi, chart.png_dpi) == (plots.PHOTO_DPI, plots.DPI)
+    for png in (fig._repr_png_(), (tmp_path / "photo.png").read_bytes()):
+        width = Image.open(io.BytesIO(png)).width
+        # bbox "tight" moves the edges by a few pixels; at DPI the PNG would be 110/80 wider.
+        assert width <= fig.get_figwidth() * (plots.PHOTO_DPI + plots.DPI) / 2
 
 
 def test_gradient_norms_per_parameter_divide_by_sqrt_of_size():
