@@ -177,7 +177,7 @@ def execute(nb, folder, timeout=None, progress=False):
     if progress:
         from resnet_lab.progress import ProgressBar  # noqa: PLC0415 (tqdm only when shown)
 
-        bar = ProgressBar(len(code_cells(nb)), "ResNet50.ipynb", "cells")
+        bar = ProgressBar(len(code_cells(nb)), "running the notebook", "cells")
         client.on_cell_executed = lambda cell, **_: bar.update(1, {"done": cell.get("id")})
     start = time.perf_counter()
     try:
