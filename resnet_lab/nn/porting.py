@@ -207,8 +207,8 @@ def _check_foldable(sources, targets):
                 )
 
 
-def _plan(source, target):
-    """Pairs every target variable with its value; raises before anything is assigned."""
+def _check_compatible(source, target):
+    """Raises unless `source` and `target` have the same depth, head and weighted layers."""
     source_layout = _layout(layer.name for layer in source.layers)
     target_layout = _layout(layer.name for layer in target.layers)
     if source_layout != target_layout:
@@ -231,41 +231,52 @@ def _plan(source, target):
             f"{only_target[:5]}{'...' if len(only_target) > 5 else ''}. Only `preact=False` "
             "targets mirror keras.applications' ResNet v1."
         )
+    return sources, targets
 
+
+def _conv_plan(name, source_layer, target_layer):
+    for attribute in ("kernel_size", "strides"):
+        _check_same(
+            attribute, name, getattr(source_layer, attribute), getattr(target_layer, attribute)
+        )
+    _check_same("padding", name, source_layer.padding.lower(), target_layer.padding.lower())
+    _check_same("kernel shape", name, source_layer.kernel.shape, target_layer.kernel.shape)
+    plan = [(target_layer.kernel, keras.ops.convert_to_numpy(source_layer.kernel))]
+    if target_layer.use_bias and not source_layer.use_bias:
+        raise ValueError(f"Layer `{name}` has a bias in the target, none in the source.")
+    if target_layer.use_bias:  # keras' V2: a bias with no BatchNorm after it, copied
+        plan.append((target_layer.bias, source_layer.bias.numpy()))
+    return plan
+
+
+def _batchnorm_plan(name, source_layer, target_layer, sources, targets):
+    _check_same("epsilon", name, source_layer.epsilon, target_layer.epsilon)
+    _check_same("channels", name, source_layer.gamma.shape, target_layer.gamma.shape)
+    mean = source_layer.moving_mean.numpy()
+    conv = sources.get(name.removesuffix("_bn") + "_conv")
+    folded = isinstance(conv, keras.layers.Conv2D) and conv.use_bias
+    if folded and not targets[name.removesuffix("_bn") + "_conv"].use_bias:
+        mean = mean - conv.bias.numpy()  # BN(Wx + b), mean m  ==  BN(Wx), mean m - b
+    return [
+        (target_layer.gamma, source_layer.gamma.numpy()),
+        (target_layer.beta, source_layer.beta.numpy()),
+        (target_layer.moving_mean, mean),
+        (target_layer.moving_variance, source_layer.moving_variance.numpy()),
+    ]
+
+
+def _plan(source, target):
+    """Pairs every target variable with its value; raises before anything is assigned."""
+    sources, targets = _check_compatible(source, target)
     _check_foldable(sources, targets)
     plan = []
     for name, target_layer in targets.items():
         source_layer = sources[name]
         _check_same("type", name, type(source_layer).__name__, type(target_layer).__name__)
         if isinstance(target_layer, keras.layers.Conv2D):
-            for attribute in ("kernel_size", "strides"):
-                _check_same(
-                    attribute,
-                    name,
-                    getattr(source_layer, attribute),
-                    getattr(target_layer, attribute),
-                )
-            _check_same("padding", name, source_layer.padding.lower(), target_layer.padding.lower())
-            _check_same("kernel shape", name, source_layer.kernel.shape, target_layer.kernel.shape)
-            plan.append((target_layer.kernel, keras.ops.convert_to_numpy(source_layer.kernel)))
-            if target_layer.use_bias and not source_layer.use_bias:
-                raise ValueError(f"Layer `{name}` has a bias in the target, none in the source.")
-            if target_layer.use_bias:  # keras' V2: a bias with no BatchNorm after it, copied
-                plan.append((target_layer.bias, source_layer.bias.numpy()))
+            plan += _conv_plan(name, source_layer, target_layer)
         elif isinstance(target_layer, keras.layers.BatchNormalization):
-            _check_same("epsilon", name, source_layer.epsilon, target_layer.epsilon)
-            _check_same("channels", name, source_layer.gamma.shape, target_layer.gamma.shape)
-            mean = source_layer.moving_mean.numpy()
-            conv = sources.get(name.removesuffix("_bn") + "_conv")
-            folded = isinstance(conv, keras.layers.Conv2D) and conv.use_bias
-            if folded and not targets[name.removesuffix("_bn") + "_conv"].use_bias:
-                mean = mean - conv.bias.numpy()  # BN(Wx + b), mean m  ==  BN(Wx), mean m - b
-            plan += [
-                (target_layer.gamma, source_layer.gamma.numpy()),
-                (target_layer.beta, source_layer.beta.numpy()),
-                (target_layer.moving_mean, mean),
-                (target_layer.moving_variance, source_layer.moving_variance.numpy()),
-            ]
+            plan += _batchnorm_plan(name, source_layer, target_layer, sources, targets)
         elif isinstance(target_layer, keras.layers.Dense):
             _check_same("kernel shape", name, source_layer.kernel.shape, target_layer.kernel.shape)
             plan += [
@@ -274,7 +285,6 @@ def _plan(source, target):
             ]
         else:
             raise ValueError(f"Cannot port layer `{name}` of type {type(target_layer).__name__}.")
-
     return plan
 
 
