@@ -114,8 +114,10 @@ def test_the_page_is_one_static_file(page, executed):
     assert runner.broken_links(html) == []
 
 
-@needs_chromium
-def test_chromium_shows_every_figure_and_lands_every_contents_link(page, executed, tmp_path):
+def check_in_chromium(page, nb, tmp_path):
+    """Open `page` in headless Chromium: no console error or request, every figure of `nb`
+    decoded and displayed, every contents link landing on its heading. Returns a screenshot
+    of the figures (cells without one hidden)."""
     checked = tmp_path / "checked.html"
     checked.write_text(page.read_text().replace("<head>", "<head>" + CHECK_SCRIPT, 1))
     done = chromium(
@@ -126,11 +128,11 @@ def test_chromium_shows_every_figure_and_lands_every_contents_link(page, execute
     text = found.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     verdict = json.loads(text)
     assert verdict["problems"] == [] and verdict["requests"] == []
-    assert len(verdict["images"]) == png_outputs(executed[0])
+    assert len(verdict["images"]) == png_outputs(nb)
     for image in verdict["images"]:
         assert image["complete"] and image["naturalWidth"] > 0, image
         assert image["width"] > 0 and image["height"] > 0, image
-    contents = nbformat.read(runner.NOTEBOOK, as_version=4).cells[0].source
+    contents = committed_notebook().cells[0].source
     assert len(verdict["links"]) >= contents.count("](#") >= 10
     for link in verdict["links"]:
         assert re.fullmatch(r"H[1-6]", link["tag"] or "") and link["landed"], link
@@ -142,9 +144,39 @@ def test_chromium_shows_every_figure_and_lands_every_contents_link(page, execute
     shown.write_text(page.read_text().replace("</head>", figures_only + "</head>", 1))
     screenshot = tmp_path / "page.png"
     done = chromium(tmp_path / "profile-shot", f"--screenshot={screenshot}", shown.as_uri())
-    assert screenshot.is_file() and screenshot.stat().st_size > 50_000, done.stderr[
-        -2000:
-    ]  # blank: 13 kB
+    assert screenshot.is_file() and screenshot.stat().st_size > 50_000, done.stderr[-2000:]
+    return screenshot  # a blank page's is about 13 kB
+
+
+@needs_chromium
+def test_chromium_shows_every_figure_and_lands_every_contents_link(page, executed, tmp_path):
+    check_in_chromium(page, executed[0], tmp_path)
+
+
+def committed_notebook():
+    return nbformat.read(ROOT / runner.NOTEBOOK, as_version=4)
+
+
+def committed_page():
+    if not any(cell.get("outputs") for cell in runner.code_cells(committed_notebook())):
+        pytest.skip("the committed notebook carries no run yet: no page to check")
+    return ROOT / runner.PAGE
+
+
+def test_the_committed_page_is_the_committed_notebooks(tmp_path):
+    """docs/index.html is what `page` renders from the committed ResNet50.ipynb today, so the
+    page never shows another run than the notebook beside it (`publish` writes both)."""
+    page = committed_page()
+    out = tmp_path / "page.html"
+    done = run_python("-m", "resnet_lab.notebook", "page", ROOT / runner.NOTEBOOK, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert page.read_bytes() == out.read_bytes()
+
+
+@needs_chromium
+def test_chromium_shows_the_committed_page(tmp_path):
+    page = committed_page()
+    screenshot = check_in_chromium(page, committed_notebook(), tmp_path)
     if os.environ.get("RESNET_LAB_SCREENSHOT") == "1":
         shutil.copyfile(screenshot, ROOT / "docs" / "page-screenshot.png")
 
