@@ -116,10 +116,6 @@ def machine():
     import tensorflow as tf
 
     try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    try:
         meminfo = Path("/proc/meminfo").read_text().split("\n", 1)[0]
         memory_gib = round(int(meminfo.split()[1]) / 2**20, 1)
     except (OSError, ValueError, IndexError):
@@ -127,7 +123,7 @@ def machine():
     return {
         "cpu_model": hardware.cpu_model(),
         "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": hardware.usable_cores(),
         "memory_gib": memory_gib,
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
         "gpus_visible": len(tf.config.list_physical_devices("GPU")),

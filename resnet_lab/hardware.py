@@ -4,6 +4,7 @@ The models (`dtype_policy="auto"`), training and the benchmarks all ask here, so
 without bfloat16 gets float32 everywhere, never an emulated bfloat16 that runs slower.
 """
 
+import os
 import platform
 
 from resnet_lab.checks import check_choice
@@ -33,6 +34,13 @@ def cpu_flags(cpuinfo=CPUINFO):
 def cpu_model(cpuinfo=CPUINFO):
     """The CPU's model name from `/proc/cpuinfo` (`platform.processor()` elsewhere)."""
     return _cpuinfo_field("model name", cpuinfo) or platform.processor() or "unknown"
+
+
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 def gpu_compute_capability():

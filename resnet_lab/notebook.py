@@ -18,7 +18,6 @@ script, nothing fetched from the network.
 
 import argparse
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -134,12 +133,11 @@ def machine_info(folder):
     Returns:
         Two lines of text, each ending in a newline, the first starting with `RUN_INFO`.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"{RUN_INFO} {date}, commit {git_commit(folder)}\n"
-        f"on {hardware.cpu_model()} ({cores} cores), TensorFlow {_version('tensorflow')}, "
-        f"Keras {_version('keras')}\n"
+        f"on {hardware.cpu_model()} ({hardware.usable_cores()} cores), "
+        f"TensorFlow {_version('tensorflow')}, Keras {_version('keras')}\n"
     )
 
 
