@@ -30,6 +30,7 @@ _LAZY = {
         (
             "CaffePreprocess",
             "FrozenBatchNormalization",
+            "FusedBatchNormalization",
             "basic_block",
             "bottleneck_block",
             "build_resnet",

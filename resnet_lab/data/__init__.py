@@ -22,8 +22,10 @@ from resnet_lab.data.flowers import (
 )
 from resnet_lab.data.images import read_image
 from resnet_lab.data.pipeline import (
+    AUTO_AUGMENTS,
     as_numpy,
     augmentation,
+    auto_augmentation,
     cutmix,
     make_datasets,
     mixup,
@@ -32,6 +34,7 @@ from resnet_lab.data.pipeline import (
 )
 
 __all__ = [
+    "AUTO_AUGMENTS",
     "CLASS_NAMES",
     "IMAGES_PER_CLASS",
     "NUM_CLASSES",
@@ -40,6 +43,7 @@ __all__ = [
     "DataError",
     "as_numpy",
     "augmentation",
+    "auto_augmentation",
     "cutmix",
     "default_cache_dir",
     "fetch_flowers17",

@@ -7,33 +7,79 @@ only when a pipeline is built.
 import keras
 import numpy as np
 
+from resnet_lab.checks import check_choice
 from resnet_lab.data.images import check_image_size
 
 
-def augmentation(seed=None):
+# Automatic augmentation policies after the flips and crops of `augmentation`.
+AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")
+
+
+def auto_augmentation(kind, seed=None):
+    """An automatic augmentation layer: RandAugment, TrivialAugment's sampling, or `None`.
+
+    - `"randaugment"`: Keras' `RandAugment` as Cubuk et al. 2020 ("RandAugment",
+      arXiv:1909.13719) define it, two operations of magnitude up to 0.5 (Keras' default).
+    - `"trivialaugment"`: the same operations sampled as Muller & Hutter 2021 do
+      ("TrivialAugment", arXiv:2103.10158): one operation, its magnitude uniform over the
+      whole range, no parameter to tune.
+
+    Keras' layer draws the operation once per batch (every image of a batch gets the same
+    operation at its own random magnitude), where the papers draw it per image.
+
+    Args:
+        kind: One of `AUTO_AUGMENTS`.
+        seed: Integer seed, or `None`.
+
+    Returns:
+        A Keras layer for images in 0..255, or `None` for `"none"`.
+    """
+    check_choice("auto_augment", kind, AUTO_AUGMENTS)
+    if kind == "none":
+        return None
+    ops, factor = (2, 0.5) if kind == "randaugment" else (1, (0.0, 1.0))
+    return keras.layers.RandAugment(
+        value_range=(0, 255), num_ops=ops, factor=factor, seed=seed, name=kind
+    )
+
+
+def augmentation(seed=None, auto_augment="none"):
     """Random flips, small rotations, zoom-ins and shifts, for training only.
 
     Args:
         seed: integer seed for the random layers, or `None` for fresh randomness.
+        auto_augment: one of `AUTO_AUGMENTS`: an automatic augmentation policy applied
+            after the flips and crops (`auto_augmentation`).
 
     Returns:
         A `keras.Sequential` named `"augmentation"`. It takes float images in any range
         (here 0..255) and returns float32 images of the same shape and range; it is the
         identity when called with `training=False`.
     """
-    seeds = [None] * 4 if seed is None else [seed + i for i in range(4)]
+    seeds = [None] * 5 if seed is None else [seed + i for i in range(5)]
+    policy = auto_augmentation(auto_augment, seeds[4])
     return keras.Sequential(
         [
             keras.layers.RandomFlip("horizontal", seed=seeds[0]),
             keras.layers.RandomRotation(0.05, seed=seeds[1]),  # up to +-18 degrees
             keras.layers.RandomZoom((-0.2, 0.0), seed=seeds[2]),  # zoom in: a random crop
             keras.layers.RandomTranslation(0.1, 0.1, seed=seeds[3]),
+            *([policy] if policy is not None else []),
         ],
         name="augmentation",
     )
 
 
-def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, image_size=None):
+def make_datasets(
+    images,
+    labels,
+    splits,
+    batch_size=32,
+    augment=True,
+    seed=0,
+    image_size=None,
+    auto_augment="none",
+):
     """Build batched `tf.data` pipelines for the train, val and test splits.
 
     Each split is (optionally resized once), cached as uint8, then batched and cast to
@@ -55,6 +101,7 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
         seed: seed for the shuffle and the augmentation.
         image_size: `(height, width)` to resize to (without cropping) once, before caching;
             `None` keeps the arrays' size.
+        auto_augment: with `augment`, one of `AUTO_AUGMENTS` (`auto_augmentation`).
 
     Returns:
         `dict(train=..., val=..., test=...)` of `tf.data.Dataset`s yielding
@@ -79,7 +126,7 @@ def make_datasets(images, labels, splits, batch_size=32, augment=True, seed=0, i
     size = None if image_size is None else check_image_size(image_size)
     if size == images.shape[1:3]:
         size = None
-    augmenter = augmentation(seed) if augment else None
+    augmenter = augmentation(seed, auto_augment) if augment else None
     return {
         name: _split_pipeline(
             images,

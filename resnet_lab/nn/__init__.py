@@ -1,5 +1,6 @@
 """Network code that runs on any Keras 3 backend (JAX, TensorFlow, PyTorch): Keras layers and
-`keras.ops` only, no TensorFlow.
+`keras.ops` only, no TensorFlow (one exception: `layers.FusedBatchNormalization` calls
+TensorFlow's fused kernel when the backend is TensorFlow, Keras' BatchNorm otherwise).
 
 `blocks` (the residual blocks), `models` (stage tables and builders), `layers` (the lab's own
 layers), `costs` (parameters and multiply-adds), `porting` (keras.applications weights into the
@@ -7,7 +8,11 @@ lab's builders), `walk` (the layer walker).
 """
 
 from resnet_lab.nn.blocks import basic_block, bottleneck_block, keras_v2_block
-from resnet_lab.nn.layers import CaffePreprocess, FrozenBatchNormalization
+from resnet_lab.nn.layers import (
+    CaffePreprocess,
+    FrozenBatchNormalization,
+    FusedBatchNormalization,
+)
 from resnet_lab.nn.models import (
     build_resnet,
     cifar_resnet,
@@ -36,6 +41,7 @@ from resnet_lab.nn.models import (
 __all__ = [
     "CaffePreprocess",
     "FrozenBatchNormalization",
+    "FusedBatchNormalization",
     "basic_block",
     "bottleneck_block",
     "keras_v2_block",

@@ -47,7 +47,11 @@ from resnet_lab.nn.blocks import (
     SHORTCUTS,
     STRIDE_AT,
 )
+from resnet_lab.nn.layers import FusedBatchNormalization, replace_batchnorm
 from resnet_lab.nn.porting import KERAS_RESNETS
+
+# `scratch_model`'s BatchNorm: Keras' layer, or the lab's around TensorFlow's fused kernel.
+BATCH_NORMS = ("keras", "fused")
 
 # depth: (block type, blocks per stage); stage filters are IMAGENET_FILTERS (Table 1).
 IMAGENET_STAGES = {
@@ -1057,6 +1061,7 @@ def scratch_model(
     name="scratch_resnet",
     stem_stride=1,
     dtype_policy="float32",
+    batch_norm="keras",
 ):
     """The from-scratch classifier: `build_resnet` behind a 0..255 -> 0..1 rescaling.
 
@@ -1078,10 +1083,18 @@ def scratch_model(
             `"auto"`: bfloat16 where it is native
             (`resnet_lab.hardware.resolve_dtype_policy`). The classifier
             computes in float32 either way. Keras' global policy is restored.
+        batch_norm: `"keras"` (Keras' `BatchNormalization`: the model loads with Keras
+            alone) or `"fused"` (`resnet_lab.nn.layers.FusedBatchNormalization`, TensorFlow's
+            fused kernel: the same function, about 1.4x the bfloat16 training step here,
+            `benchmarks/README.md` item 8; loading the model needs `import resnet_lab`).
 
     Returns:
         A `keras.Model` taking float images in 0..255.
+
+    Raises:
+        ValueError: If `batch_norm` is not one of `BATCH_NORMS`.
     """
+    check_choice("batch_norm", batch_norm, BATCH_NORMS)
     dtype_policy = hardware.resolve_dtype_policy(dtype_policy)
     previous = keras.mixed_precision.dtype_policy()
     # Layers take the global policy when they are created: set it for this model only.
@@ -1095,6 +1108,8 @@ def scratch_model(
             stem_stride=stem_stride,
             dropout=dropout,
         )
+        if batch_norm == "fused":
+            net = replace_batchnorm(net, FusedBatchNormalization)
         return rescaled(net, name=name)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
