@@ -14,11 +14,13 @@ module is `benchmarks.NAME`):
     limit       5. achieved GFLOP/s of ResNet-50 against a float32 matmul
     transfer    2. cached features against the frozen backbone every epoch
     defaults    4. XLA, batch size, steps_per_execution, threads, image size of the scratch model
-    scratch     8. every candidate from-scratch network, float32 and bfloat16: images/s, FLOPs,
-                   fraction of the float32 matmul rate
+    scratch     8. every candidate from-scratch network x float32 / bfloat16 x Keras / fused
+                   BatchNorm: images/s, FLOPs, fraction of the matmul rate of its own dtype
     end_to_end  6. the smoke notebook (and with --full the CLI runs): wall time, peak memory
     gpu         7. which GPUs TensorFlow sees (the items above run where TensorFlow places them)
     family      9. the ResNet family's builders: parameters, multiply-adds, inference images/s
+    peer       10. the recipe's step against a PyTorch peer (if an interpreter imports torch:
+                   this one or $RESNET_LAB_TORCH_PYTHON), float32 and bfloat16: images/s, ratio
 
 The recipe's accuracy against time (seeds 0, 1, 2 and 5/10/15-minute budgets, ~50 minutes)
 is its own command: `python -m benchmarks.time_to_accuracy`.
@@ -42,6 +44,7 @@ from benchmarks import (  # noqa: E402
     end_to_end,
     gpu,
     limit,
+    peer,
     pipeline,
     scratch,
     transfer,
@@ -148,6 +151,7 @@ def _items():
         from benchmarks import family
 
         items.append(Item(9, "family", "family", lambda c, s: family.run(**s), family.summary))
+    items.append(Item(10, "peer", "torch_peer", lambda c, s: peer.run(**s), peer.summary))
     return tuple(items)
 
 
@@ -182,6 +186,7 @@ MODES = {
             "autotune_repeats": 5,
         },
         "scratch": {"images_per_call": 96, "repeats": 3},
+        "peer": {"rounds": 3, "repeats": 3},
     },
     "quick": {
         "builders": {"image_size": 32, "batch_size": 2, "repeats": 1, "train_repeats": 1},
@@ -208,11 +213,13 @@ MODES = {
         "scratch": {
             "candidates": ("seed 16-32-64 @64",),
             "policies": ("float32",),
+            "batch_norms": ("fused",),
             "images_per_call": 32,
             "repeats": 1,
             "matmul_n": 256,
         },
         "family": {"image_size": 32, "batch_size": 2, "repeats": 1, "names": ("resnet18",)},
+        "peer": {"rounds": 1, "repeats": 1, "warmup": 1, "images_per_call": 32},
     },
 }
 

@@ -126,6 +126,8 @@ def test_quick_run_checks_and_records_what_it_claims(quick):
     assert e2e["cli_fetch"]["returncode"] == 0 and e2e["cli_fetch"]["peak_rss_mib"] > 0
     for unmeasured in (e2e["notebook"], e2e["scratch_full"], e2e["transfer_full"], results["gpu"]):
         assert unmeasured["measured"] is False and unmeasured["reason"]
+    peer = results["torch_peer"]
+    assert peer["status"] == "measured" or (peer["measured"] is False and peer["reason"])
     # The reasons report what this machine has, detected the same way here.
     import tensorflow as tf
 
@@ -189,7 +191,7 @@ def test_thread_worker_applies_the_setting_before_tensorflow_runs():
 def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
     results, _ = quick
     speed = results["scratch_speed"]
-    assert speed["matmul_gflops"]["float32"] > 0 and speed["matmul_gflops"]["bfloat16"] > 0
+    assert speed["matmul_gflops"]["float32"] > 0
     (entry,) = speed["candidates"].values()
     from resnet_lab import training
     from resnet_lab.nn import costs
@@ -201,6 +203,7 @@ def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
         stem_filters=16,
         stem_stride=1,
         dtype_policy="float32",
+        batch_norm=entry["batch_norm"],
     ).build_model(17)
     assert entry["forward_gflop_per_image"] == pytest.approx(
         costs.forward_flops(network) / 1e9, abs=1e-4
@@ -208,9 +211,124 @@ def test_scratch_speed_reports_flops_and_the_fraction_of_matmul(quick):
     assert entry["params"] == network.count_params()
     expected = 3 * entry["forward_gflop_per_image"] * entry["images_per_s"]
     assert entry["train_gflops"] == pytest.approx(expected, rel=0.01)
-    assert entry["fraction_of_float32_matmul"] == pytest.approx(
+    assert entry["dtype_policy"] == "float32" and entry["matmul_dtype"] == "float32"
+    assert entry["fraction_of_own_dtype_matmul"] == pytest.approx(
         entry["train_gflops"] / speed["matmul_gflops"]["float32"], rel=0.01
     )
+
+
+def test_scratch_fraction_is_of_the_matmul_the_policy_computes_in():
+    """A bfloat16 step is measured against the bfloat16 matmul, not the float32 one."""
+    from benchmarks import scratch
+    from resnet_lab import hardware
+
+    rates = {"float32": 200.0, "bfloat16": 400.0, "float16": 800.0}
+    assert scratch.own_matmul_fraction(100.0, "float32", rates) == ("float32", 0.5)
+    assert scratch.own_matmul_fraction(100.0, "mixed_bfloat16", rates) == ("bfloat16", 0.25)
+    assert scratch.own_matmul_fraction(100.0, "mixed_float16", rates) == ("float16", 0.125)
+    auto = hardware.resolve_dtype_policy("auto")
+    assert scratch.own_matmul_fraction(100.0, "auto", rates) == scratch.own_matmul_fraction(
+        100.0, auto, rates
+    )
+    with pytest.raises(ValueError, match="No bfloat16 matmul timed.*mixed_bfloat16"):
+        scratch.own_matmul_fraction(100.0, "mixed_bfloat16", {"float32": 200.0})
+
+
+def test_scratch_recipe_row_is_the_recipes_network_policy_and_batch_norm():
+    from benchmarks import scratch
+    from benchmarks.train_step import RECIPE
+    from resnet_lab import hardware
+
+    entries = {
+        f"{name} {policy} {batch_norm}": {
+            "network": name,
+            "dtype_policy": policy,
+            "batch_norm": batch_norm,
+            "images_per_s": 100.0,
+            "matmul_dtype": scratch.compute_dtype(policy),
+            "fraction_of_own_dtype_matmul": 0.5,
+            "fraction_of_float32_matmul": 0.75,
+        }
+        for name in scratch.CANDIDATES
+        for policy in scratch.POLICIES
+        for batch_norm in scratch.BATCH_NORMS
+    }
+    row = scratch._recipe_row(entries)
+    policy = hardware.resolve_dtype_policy(RECIPE.dtype_policy)
+    assert row is not None, "the recipe's network is not among the candidates"
+    assert row["dtype_policy"] == policy and row["batch_norm"] == RECIPE.batch_norm
+    assert row["key"] == f"{row['network']} {policy} {RECIPE.batch_norm}"
+    (line,) = scratch.summary({"recipe": row})
+    assert f"50% of the {scratch.compute_dtype(policy)} matmul rate" in line
+    others = {k: e for k, e in entries.items() if e["batch_norm"] != RECIPE.batch_norm}
+    assert scratch._recipe_row(others) is None
+
+
+def test_peer_is_not_measured_without_an_interpreter_that_imports_torch(
+    tmp_path, monkeypatch, capsys
+):
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is importable here")
+    from benchmarks import peer
+
+    monkeypatch.setenv(peer.TORCH_PYTHON, str(tmp_path / "no-such-python"))
+    result = peer.run(lab_steps={"float32": (pytest.fail, 32)})  # must time nothing
+    assert result["status"] == "not measured" and result["measured"] is False
+    assert result["reason"].startswith("torch is not importable")
+    assert "no-such-python" in result["reason"]
+    assert "not measured" in capsys.readouterr().out
+    assert "not measured" in peer.summary(result)[0]
+
+
+def test_peer_alternates_with_the_lab_and_reports_medians_and_ratios(tmp_path):
+    """A fake peer script stands in for PyTorch; the lab's steps are stand-ins too."""
+    import time
+
+    from benchmarks import peer
+
+    fake = tmp_path / "fake_peer.py"
+    fake.write_text(
+        "import json, sys\n"
+        "print('torch warming up')\n"
+        "print(json.dumps({'torch': '0.fake', 'threads': 2, 'argv': sys.argv[1:],\n"
+        "    'images_per_s': {'float32': 100.0, 'bfloat16': 200.0}}))\n"
+    )
+    calls = []
+
+    def step(policy):
+        def call():
+            calls.append(policy)
+            time.sleep(0.01)
+
+        return call, 64
+
+    steps = {p: step(p) for p in ("float32", "mixed_bfloat16")}
+    result = peer.run(rounds=2, repeats=1, python=sys.executable, script=fake, lab_steps=steps)
+    assert result["status"] == "measured" and result["peer"]["torch"] == "0.fake"
+    assert calls.count("float32") == 3  # one warm-up, one timed call per round
+    command = result["settings"]["peer_command"]
+    assert command[command.index("--steps") + 1] == "2"  # 64 images at batch 32
+    for dtype, policy, theirs in (
+        ("float32", "float32", 100.0),
+        ("bfloat16", "mixed_bfloat16", 200.0),
+    ):
+        row = result["by_dtype"][dtype]
+        assert row["lab_dtype_policy"] == policy and row["peer_images_per_s"] == theirs
+        assert len(row["lab_images_per_s_rounds"]) == 2
+        assert row["ratio_lab_over_peer"] == pytest.approx(
+            row["lab_images_per_s"] / theirs, rel=1e-2
+        )
+    assert "lab / PyTorch 0.fake: float32" in peer.summary(result)[0]
+    # The ratio is of the medians over rounds, per compute dtype.
+    peers = [{"images_per_s": {"float32": v, "bfloat16": 2 * v}} for v in (100.0, 120.0, 80.0)]
+    compared = peer.compare({"float32": [90.0, 150.0, 120.0], "mixed_bfloat16": [300.0]}, peers)
+    assert compared["float32"]["ratio_lab_over_peer"] == pytest.approx(1.2)
+    assert compared["bfloat16"]["ratio_lab_over_peer"] == pytest.approx(1.5)
+    # A failing peer is reported, not raised.
+    broken = tmp_path / "broken_peer.py"
+    broken.write_text("import sys\nsys.exit('no torch here')\n")
+    failed = peer.run(rounds=1, repeats=1, python=sys.executable, script=broken, lab_steps=steps)
+    assert failed["status"] == "not measured" and "no torch here" in failed["reason"]
 
 
 @pytest.mark.slow
