@@ -642,7 +642,8 @@ def train_classifier(
             (the lines only), 0 (silent) or 2 (Keras' line per epoch); see `fit_verbosity`.
         name: Run name stored in the results.
         out_dir: If given, `results.json` and the trained model `model.keras` (loadable with
-            `keras.saving.load_model`, no custom objects) are written there.
+            `keras.saving.load_model` once `resnet_lab` is imported, which registers its
+            layers and losses) are written there.
         extra_settings: Dict merged into `results["settings"]` (e.g. the model's recipe).
 
     Returns:
