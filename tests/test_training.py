@@ -177,7 +177,7 @@ def test_recipe_is_frozen_and_overrides_are_checked():
     with pytest.raises(
         ValueError,
         match=r"Unknown ScratchRecipe fields \['lr'\]; allowed: "
-        r"\['augment', 'batch_size', .*Received: lr=0.1",
+        r"\['augment', 'auto_augment', 'batch_norm', 'batch_size', .*Received: lr=0.1",
     ):
         recipe.override(lr=0.1)
     with pytest.raises(ValueError, match="Received: epochs=0"):
