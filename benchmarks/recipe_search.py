@@ -136,6 +136,34 @@ def summarize(runs, epochs):
     return sorted(table, key=lambda row: -row["mean"])
 
 
+def verdict(row, base):
+    """`"better"`, `"worse"` or `"no difference"`: a difference of means smaller than the larger
+    of the two candidates' spreads over seeds is no difference."""
+    difference = row["mean"] - base["mean"]
+    if abs(difference) <= max(row["spread"], base["spread"]):
+        return "no difference"
+    return "better" if difference > 0 else "worse"
+
+
+def markdown_table(rows, base_name="recipe"):
+    """The ablation as a markdown table: every seed's validation accuracy, the mean, the
+    spread, the difference from `base_name`'s row, the verdict and the cost."""
+    base = next(row for row in rows if row["candidate"] == base_name)
+    lines = [
+        "| candidate | val per seed | mean | spread | vs recipe | verdict | time per run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        seeds = " / ".join(f"{a:.1%}" for a in row["val_accuracy"])
+        cost = row["wall_time_s"] / base["wall_time_s"]
+        lines.append(
+            f"| {row['candidate']} | {seeds} | {row['mean']:.1%} | {row['spread'] * 100:.1f} | "
+            f"{(row['mean'] - base['mean']) * 100:+.1f} | {verdict(row, base)} | "
+            f"{row['wall_time_s']:.0f} s ({cost:.2f}x) |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.recipe_search", description=__doc__)
     parser.add_argument("--epochs", type=int, default=30, help="the recipe's epochs (proxy)")
@@ -143,7 +171,14 @@ def main(argv=None):
     parser.add_argument("--candidates", nargs="+", default=None, choices=sorted(CANDIDATES))
     parser.add_argument("--data", default=None, help="the flowers (as `resnet_lab fetch`)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--table", action="store_true", help="print the ablation table of --out; train nothing"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        runs = json.loads(args.out.read_text())["runs"]
+        print(markdown_table(summarize(runs, args.epochs)))
+        return
     done = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
     done["machine"] = {"cpu": hardware.cpu_model(), "cores": hardware.usable_cores()}
     cache = {}

@@ -206,3 +206,27 @@ def test_search_reads_validation_only(monkeypatch):
     assert seen and not any(
         np.all(batch.reshape(len(batch), -1) == 7, axis=1).any() for batch in seen
     )
+
+
+def test_summary_and_verdict_tell_a_difference_from_the_seeds_spread():
+    runs = [
+        {"candidate": c, "seed": s, "proxy_epochs": 5, "val_accuracy": a, "wall_time_s": t}
+        for c, s, a, t in [
+            ("recipe", 0, 0.60, 10),
+            ("recipe", 1, 0.64, 10),
+            ("close", 0, 0.62, 20),
+            ("close", 1, 0.65, 20),
+            ("far", 0, 0.75, 10),
+            ("far", 1, 0.74, 10),
+            ("other length", 0, 0.99, 10),
+        ]
+    ]
+    runs[-1]["proxy_epochs"] = 6  # another schedule's run is not in this one's table
+    rows = recipe_search.summarize(runs, 5)
+    assert [row["candidate"] for row in rows] == ["far", "close", "recipe"]
+    base = rows[-1]
+    assert base["mean"] == pytest.approx(0.62) and base["spread"] == pytest.approx(0.04)
+    assert recipe_search.verdict(rows[1], base) == "no difference"  # +1.5 < 4 points
+    assert recipe_search.verdict(rows[0], base) == "better"
+    table = recipe_search.markdown_table(rows)
+    assert "| close | 62.0% / 65.0% | 63.5% | 3.0 | +1.5 | no difference | 20 s (2.00x) |" in table
