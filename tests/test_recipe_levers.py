@@ -230,3 +230,22 @@ def test_summary_and_verdict_tell_a_difference_from_the_seeds_spread():
     assert recipe_search.verdict(rows[0], base) == "better"
     table = recipe_search.markdown_table(rows)
     assert "| close | 62.0% / 65.0% | 63.5% | 3.0 | +1.5 | no difference | 20 s (2.00x) |" in table
+
+
+def test_onednn_profile_sums_each_primitive_per_step():
+    from benchmarks import onednn_profile
+
+    log = "\n".join(
+        [
+            "onednn_verbose,primitive,exec,cpu,convolution,jit,forward,src_bf16::blocked,,9.0",
+            onednn_profile.MARK,
+            "onednn_verbose,primitive,exec,cpu,convolution,brg,forward,src_bf16::blocked,,3.0",
+            "onednn_verbose,primitive,exec,cpu,convolution,brg,backward,src_bf16::blocked,,5.0",
+            "onednn_verbose,primitive,exec,cpu,batch_normalization,jit,forward,data_f32,,2.0",
+            "onednn_verbose,info,cpu,isa:Intel AVX-512",
+            "STEP_MS 12.5",
+        ]
+    )
+    step_ms, spent = onednn_profile.parse(log, steps=2)
+    assert step_ms == 12.5  # the warm-up line before the mark is not counted
+    assert spent == {("convolution", "bf16"): 4.0, ("batch_normalization", "f32"): 1.0}
