@@ -30,7 +30,7 @@ from resnet_lab import evaluation, hardware, training
 from resnet_lab.results import atomic_write
 
 RECIPE = training.SCRATCH_RECIPE
-DEFAULT_OUT = Path("benchmarks/results/recipe_search.json")
+DEFAULT_OUT = Path("benchmarks/out/recipe_search.json")
 
 # name -> changes to `SCRATCH_RECIPE` (`ensemble`: members, not a recipe field). The levers of
 # issue 19: automatic augmentation (alone and with the recipe's CutMix), the cosine loss, a
