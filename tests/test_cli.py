@@ -115,7 +115,7 @@ TRANSFER = ["train", "--model", "transfer", "--out", "x"]
         (
             [*TRAIN, "--recipe", '{"cutmx": 0}'],
             "argument --recipe: Unknown ScratchRecipe fields ['cutmx']; allowed: ['augment', "
-            "'batch_size', 'cutmix',",
+            "'auto_augment', 'batch_norm', 'batch_size', 'cutmix',",
         ),
         (
             [*TRAIN, "--recipe", '{"epochs": 0}'],
