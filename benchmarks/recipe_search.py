@@ -98,7 +98,7 @@ def run_candidate(changes, epochs, seed, images, labels, verbose=0):
         val = images[splits["val"]]
         probs = evaluation.predict(model, val)
         probabilities.append(probs)
-        member_acc.append(float(np.mean(np.argmax(probs, -1) == labels[splits["val"]])))
+        member_acc.append(ensemble_accuracy([probs], labels[splits["val"]]))
         if member == 0:
             train_acc = evaluation.evaluate(
                 model, images[splits["train"]], labels[splits["train"]]

@@ -125,37 +125,27 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         channels = inputs.shape[-1]
         scale = self.gamma if self.scale else tf.ones((channels,), tf.float32)
         offset = self.beta if self.center else tf.zeros((channels,), tf.float32)
-        # The kernel's own floor on epsilon (tf.nn.fused_batch_norm raises smaller ones).
-        epsilon = max(self.epsilon, 1.001e-5)
-        if training and self.trainable:
-            empty = tf.constant([], tf.float32)
-            outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs,
-                scale=tf.convert_to_tensor(scale, tf.float32),
-                offset=tf.convert_to_tensor(offset, tf.float32),
-                mean=empty,
-                variance=empty,
-                epsilon=epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=True,
-            )
+        batch_statistics = bool(training and self.trainable)
+        # Training: the kernel computes the batch's statistics (and wants empty ones given);
+        # inference: it normalises with the moving ones.
+        empty = tf.constant([], tf.float32)
+        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=tf.convert_to_tensor(scale, tf.float32),
+            offset=tf.convert_to_tensor(offset, tf.float32),
+            mean=empty if batch_statistics else tf.convert_to_tensor(self.moving_mean),
+            variance=empty if batch_statistics else tf.convert_to_tensor(self.moving_variance),
+            # The kernel's own floor on epsilon (tf.nn.fused_batch_norm raises smaller ones).
+            epsilon=max(self.epsilon, 1.001e-5),
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=batch_statistics,
+        )
+        if batch_statistics:
             count = tf.cast(tf.size(inputs) // channels, tf.float32)
             variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
             self.moving_variance.assign(
                 self.moving_variance * self.momentum + variance * (1 - self.momentum)
-            )
-        else:
-            outputs, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs,
-                scale=tf.convert_to_tensor(scale, tf.float32),
-                offset=tf.convert_to_tensor(offset, tf.float32),
-                mean=tf.convert_to_tensor(self.moving_mean, tf.float32),
-                variance=tf.convert_to_tensor(self.moving_variance, tf.float32),
-                epsilon=epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=False,
             )
         return keras.ops.cast(outputs, self.compute_dtype)
