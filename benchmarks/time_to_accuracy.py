@@ -2,6 +2,7 @@
 
     python -m benchmarks.time_to_accuracy                      # seeds 0 1 2, budgets 5 10 15
     python -m benchmarks.time_to_accuracy --seeds 0 --budgets 5 10
+    python -m benchmarks.time_to_accuracy --replot              # redraw the plot from the JSON
 
 Every run is the real command a user types, `python -m resnet_lab train --model scratch
 --seed S [--epochs E] --out DIR`, in its own process; its wall time is the whole command's
@@ -20,7 +21,9 @@ Every run is the real command a user types, `python -m resnet_lab train --model 
    The other budgets run on seed 0, so on another machine (a GPU) the same command puts its
    points on the same axes.
 
-Writes `OUT/time_to_accuracy.json`, `OUT/time_to_accuracy.png` and prints both tables.
+Writes `OUT/time_to_accuracy.json`, `OUT/time_to_accuracy.png` (seed 0's runs along the time
+axis: every budget's and the recipe's; the seeds' mean and spread as one point) and prints
+both tables.
 """
 
 import argparse
@@ -99,26 +102,35 @@ def mean_std(runs, key):
     }
 
 
+def curve(budgets, seeds):
+    """The seed-0 runs along the time axis: every budget's run and the recipe's seed-0 run."""
+    runs = [b["run"] for b in budgets]
+    runs += [r for r in seeds if r["seed"] == 0 and r not in runs]
+    return sorted(runs, key=lambda r: r["command_wall_s"])
+
+
 def plot(budgets, seeds, path):
     """Test (and validation) accuracy against whole-command minutes; the seeds as a spread."""
     from resnet_lab.plots import LabFigure, save_figure
 
     fig = LabFigure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
-    points = sorted(budgets, key=lambda b: b["run"]["command_wall_s"])
-    minutes = [b["run"]["command_wall_s"] / 60 for b in points]
-    ax.plot(minutes, [100 * b["run"]["test_accuracy"] for b in points], "o-", label="test")
+    points = curve(budgets, seeds)
+    recipe_epochs = seeds[0]["epochs"] if seeds else None
+    minutes = [r["command_wall_s"] / 60 for r in points]
+    ax.plot(minutes, [100 * r["test_accuracy"] for r in points], "o-", label="test, seed 0")
     ax.plot(
         minutes,
-        [100 * b["run"]["val_accuracy"] for b in points],
+        [100 * r["val_accuracy"] for r in points],
         "s--",
         alpha=0.6,
-        label="validation",
+        label="validation, seed 0",
     )
-    for b, m in zip(points, minutes):
+    for r, m in zip(points, minutes):
+        recipe = " (recipe)" if r["epochs"] == recipe_epochs else ""
         ax.annotate(
-            f"{b['run']['epochs']} ep",
-            (m, 100 * b["run"]["test_accuracy"]),
+            f"{r['epochs']} ep{recipe}",
+            (m, 100 * r["test_accuracy"]),
             textcoords="offset points",
             xytext=(4, -12),
             fontsize=8,
@@ -143,6 +155,22 @@ def plot(budgets, seeds, path):
     ax.legend(fontsize=8, loc="lower right")
     save_figure(fig, path)
     return fig
+
+
+def replot(out):
+    """Redraw `out/time_to_accuracy.png` from a finished run's JSON (for instance after a
+    change to `plot`); exits 2 with a message when there is no finished run."""
+    path = out / "time_to_accuracy.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if "total_wall_s" not in results:
+        print(
+            f"--replot: no finished run in {path}; run the benchmark first. Received: --out {out}",
+            file=sys.stderr,
+        )
+        return 2
+    plot(results["budgets"], results["seeds"], out / "time_to_accuracy.png")
+    log(f"redrew {out / 'time_to_accuracy.png'} from {path}")
+    return 0
 
 
 def main(argv=None):
@@ -171,7 +199,14 @@ def main(argv=None):
         default=None,
         help="override the recipe's image size in every run (smoke tests only)",
     )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw OUT/time_to_accuracy.png from OUT/time_to_accuracy.json, training nothing",
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        return replot(Path(args.out))
     if not Path(args.data).exists():
         parser.error(f"--data: no such archive: {args.data}")
     if any(b <= 0 for b in args.budgets):

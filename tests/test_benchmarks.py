@@ -380,3 +380,26 @@ def test_time_to_accuracy_runs_the_cli_per_seed_and_budget(tmp_path, tiny_archiv
     assert isinstance(budget["within_budget"], bool)
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 1000
     assert "mean ± std" in done.stdout and "Test accuracy within a budget" in done.stdout
+    (tmp_path / "time_to_accuracy.png").unlink()
+    redrawn = run_python("-m", "benchmarks.time_to_accuracy", "--out", tmp_path, "--replot")
+    assert redrawn.returncode == 0, redrawn.stderr[-4000:]
+    assert (tmp_path / "time_to_accuracy.png").stat().st_size > 1000
+
+
+def _run(epochs, wall, seed=0):
+    return {"seed": seed, "epochs": epochs, "command_wall_s": wall, "test_accuracy": 0.5}
+
+
+def test_time_to_accuracy_curve_puts_the_recipe_run_among_the_budgets(tmp_path):
+    """The plot's curve is every budget's run plus the recipe's seed-0 run, once, by time;
+    --replot without a finished run exits 2 and names the folder."""
+    from benchmarks import time_to_accuracy as tta
+
+    recipe, other = _run(100, 360), _run(100, 350, seed=1)
+    short, long = _run(80, 290), _run(160, 580)
+    budgets = [{"run": short}, {"run": long}]
+    assert tta.curve(budgets, [recipe, other]) == [short, recipe, long]
+    reused = [{"run": short}, {"run": recipe}]
+    assert tta.curve(reused, [recipe, other]) == [short, recipe]
+    assert tta.curve(budgets, [other]) == [short, long]
+    assert tta.main(["--out", str(tmp_path), "--replot"]) == 2
