@@ -177,7 +177,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.table:
         runs = json.loads(args.out.read_text())["runs"]
-        print(markdown_table(summarize(runs, args.epochs)))
+        rows = summarize(runs, args.epochs)
+        if not any(row["candidate"] == "recipe" for row in rows):
+            found = sorted({r["proxy_epochs"] for r in runs if r["candidate"] == "recipe"})
+            parser.error(
+                f"--table: {args.out} has no recipe run at --epochs {args.epochs} to compare "
+                f"with; it has the recipe at --epochs {found}. Received: --epochs {args.epochs}"
+            )
+        print(markdown_table(rows))
         return
     done = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
     done["machine"] = {"cpu": hardware.cpu_model(), "cores": hardware.usable_cores()}

@@ -1,6 +1,8 @@
 """The levers of the from-scratch recipe search: fused BatchNorm, automatic augmentation, the
 cosine loss, ensembles and the search itself (issue 19), each on tiny data."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -230,6 +232,19 @@ def test_summary_and_verdict_tell_a_difference_from_the_seeds_spread():
     assert recipe_search.verdict(rows[0], base) == "better"
     table = recipe_search.markdown_table(rows)
     assert "| close | 62.0% / 65.0% | 63.5% | 3.0 | +1.5 | no difference | 20 s (2.00x) |" in table
+
+
+def test_search_table_at_epochs_without_a_recipe_run_names_the_epochs_it_has(tmp_path, capsys):
+    runs = [{"candidate": "recipe", "seed": 0, "proxy_epochs": 25, "val_accuracy": 0.6}]
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps({"runs": [{**runs[0], "wall_time_s": 1.0}]}))
+    with pytest.raises(SystemExit) as exit_info:
+        recipe_search.main(["--table", "--epochs", "30", "--out", str(path)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "no recipe run at --epochs 30" in message and "[25]" in message
+    recipe_search.main(["--table", "--epochs", "25", "--out", str(path)])
+    assert "| recipe | 60.0% |" in capsys.readouterr().out
 
 
 def test_onednn_profile_sums_each_primitive_per_step():
