@@ -145,20 +145,30 @@ def verdict(row, base):
     return "better" if difference > 0 else "worse"
 
 
+def paired_differences(row, base):
+    """`row`'s validation accuracy minus `base`'s on each split seed both were trained on (the
+    two share that split's images, so this difference is free of which images it drew)."""
+    theirs = dict(zip(base["seeds"], base["val_accuracy"]))
+    return [a - theirs[s] for s, a in zip(row["seeds"], row["val_accuracy"]) if s in theirs]
+
+
 def markdown_table(rows, base_name="recipe"):
     """The ablation as a markdown table: every seed's validation accuracy, the mean, the
-    spread, the difference from `base_name`'s row, the verdict and the cost."""
+    spread, the difference from `base_name`'s row (of the means, and seed by seed), the
+    verdict and the cost."""
     base = next(row for row in rows if row["candidate"] == base_name)
     lines = [
-        "| candidate | val per seed | mean | spread | vs recipe | verdict | time per run |",
-        "|---|---|---|---|---|---|---|",
+        "| candidate | val per seed | mean | spread | vs recipe | vs recipe per seed | verdict "
+        "| time per run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         seeds = " / ".join(f"{a:.1%}" for a in row["val_accuracy"])
+        paired = " / ".join(f"{d * 100:+.1f}" for d in paired_differences(row, base))
         cost = row["wall_time_s"] / base["wall_time_s"]
         lines.append(
             f"| {row['candidate']} | {seeds} | {row['mean']:.1%} | {row['spread'] * 100:.1f} | "
-            f"{(row['mean'] - base['mean']) * 100:+.1f} | {verdict(row, base)} | "
+            f"{(row['mean'] - base['mean']) * 100:+.1f} | {paired} | {verdict(row, base)} | "
             f"{row['wall_time_s']:.0f} s ({cost:.2f}x) |"
         )
     return "\n".join(lines)

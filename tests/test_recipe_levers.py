@@ -231,7 +231,13 @@ def test_summary_and_verdict_tell_a_difference_from_the_seeds_spread():
     assert recipe_search.verdict(rows[1], base) == "no difference"  # +1.5 < 4 points
     assert recipe_search.verdict(rows[0], base) == "better"
     table = recipe_search.markdown_table(rows)
-    assert "| close | 62.0% / 65.0% | 63.5% | 3.0 | +1.5 | no difference | 20 s (2.00x) |" in table
+    assert (
+        "| close | 62.0% / 65.0% | 63.5% | 3.0 | +1.5 | +2.0 / +1.0 | no difference "
+        "| 20 s (2.00x) |" in table
+    )
+    assert recipe_search.paired_differences(rows[0], base) == pytest.approx([0.15, 0.10])
+    one_seed = {"candidate": "one", "seeds": [1], "val_accuracy": [0.70]}
+    assert recipe_search.paired_differences(one_seed, base) == pytest.approx([0.06])
 
 
 def test_search_table_at_epochs_without_a_recipe_run_names_the_epochs_it_has(tmp_path, capsys):
