@@ -8,15 +8,15 @@
 For settings TensorFlow reads once at start (threads, oneDNN's math mode, oneDNN on/off) each
 setting is its own process, so compare a run with the default one run just before or after it.
 Variants are `POLICY:BATCH_NORM`; each is the recipe's step (`train_step.scratch_train_function`,
-batch 32 at the recipe's size), warmed up twice, then timed in 5 interleaved rounds; prints the
-median images/s per variant as JSON.
+batch 32 at the recipe's size), warmed up twice, then timed in 5 interleaved rounds
+(`harness.interleaved`); prints the images/s of each variant's median step as JSON.
 """
 
 import argparse
 import json
-import time
 
 from benchmarks import train_step
+from benchmarks.harness import interleaved
 
 DEFAULT = ("float32:keras", "float32:fused", "mixed_bfloat16:keras", "mixed_bfloat16:fused")
 
@@ -33,16 +33,14 @@ def main(argv=None):
         calls[variant] = train_step.scratch_train_function(
             dtype_policy=policy, network={"batch_norm": batch_norm}, jit_compile=args.jit
         )
-    for call, _ in calls.values():
-        call()
-        call()
-    speeds = {variant: [] for variant in calls}
-    for _ in range(args.rounds):
-        for variant, (call, images) in calls.items():
-            start = time.perf_counter()
-            call()
-            speeds[variant].append(images / (time.perf_counter() - start))
-    print(json.dumps({v: round(sorted(s)[len(s) // 2], 1) for v, s in speeds.items()}))
+    timed = interleaved(
+        {variant: call for variant, (call, _) in calls.items()},
+        repeats=args.rounds,
+        warmup=2,
+        what="step",
+    )
+    speeds = {v: round(calls[v][1] / t["median_s"], 1) for v, t in timed.items()}
+    print(json.dumps(speeds))
 
 
 if __name__ == "__main__":

@@ -403,3 +403,15 @@ def test_time_to_accuracy_curve_puts_the_recipe_run_among_the_budgets(tmp_path):
     assert tta.curve(reused, [recipe, other]) == [short, recipe]
     assert tta.curve(budgets, [other]) == [short, long]
     assert tta.main(["--out", str(tmp_path), "--replot"]) == 2
+
+
+@pytest.mark.slow
+def test_step_variants_prints_images_per_second_for_each_variant(capsys):
+    """`python -m benchmarks.step_variants` times each requested `POLICY:BATCH_NORM` step
+    through `harness.interleaved` and prints one positive images/s per variant as JSON."""
+    from benchmarks import step_variants
+
+    step_variants.main(["--rounds", "1", "float32:fused", "float32:keras"])
+    speeds = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(speeds) == ["float32:fused", "float32:keras"]
+    assert all(v > 0 for v in speeds.values())
